@@ -1,0 +1,31 @@
+# spec/tests.cmake: ctest registrations. C tests are one executable per
+# spec/c/test_*.c; every spec/*_spec.lua runs under busted inside the
+# launcher (so specs load the library exactly as users do). Specs that need
+# a GPU skip themselves with a visible reason on machines without one;
+# DQ_DEVICE=cuda makes device specs run on the GPU.
+
+file(GLOB DQ_C_TESTS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/spec/c/test_*.c)
+foreach(src ${DQ_C_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/engine ${PROJECT_SOURCE_DIR}/spec/c)
+  target_compile_options(${name} PRIVATE ${DQ_WARNINGS})
+  target_compile_definitions(${name} PRIVATE _GNU_SOURCE DQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  target_link_libraries(${name} PRIVATE dqbart_static m)
+  add_test(NAME c_${name} COMMAND ${name})
+endforeach()
+
+file(GLOB DQ_LUA_SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/spec/*_spec.lua)
+foreach(spec ${DQ_LUA_SPECS})
+  get_filename_component(name ${spec} NAME_WE)
+  add_test(NAME lua_${name}
+    COMMAND $<TARGET_FILE:dqbart_launcher> ${PROJECT_SOURCE_DIR}/spec/busted.lua
+            --output=plainTerminal ${spec}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(lua_${name} PROPERTIES ENVIRONMENT "DQ_SPEC_BUILD_DIR=${PROJECT_BINARY_DIR}")
+endforeach()
+
+# The launcher finds its Lua modules and library after `cmake --install`.
+add_test(NAME install_tree
+  COMMAND sh -c "rm -rf \"$1\" && ${CMAKE_COMMAND} --install \"$2\" --prefix \"$1\" >/dev/null && \"$1/bin/dqbart\" -e 'print(dq.zeros(2, 3):nelement())' | grep -qx 6"
+          install_tree ${PROJECT_BINARY_DIR}/install-test ${PROJECT_BINARY_DIR})
