@@ -19,8 +19,17 @@ static int stack_layers(const dq_model *m, int decoder) {
 
 /* ---- masks ----------------------------------------------------------------------- */
 
-/* [T, T] additive causal mask (0 on and below the diagonal), built on the
- * host once per target length and copied over (no device sync). */
+/* additive = MASK_VALUE * (1 - keep), exactly 0 or MASK_VALUE (2^100 * 1 -
+ * 2^100 is exact). keep is 1/0 in the activation dtype. */
+static dq_status additive_from_keep(dq_tensor *additive, const dq_tensor *keep) {
+  MODEL_TRY(dq_fill(additive, MODEL_MASK_VALUE));
+  dq_tensor k = model_as(keep, additive->ndim, additive->shape);
+  return dq_axpby(additive, &k, -MODEL_MASK_VALUE, 1.0f);
+}
+
+/* The [T, T] causal keep flags (1 on and below the diagonal), built on the
+ * host once per target length and copied over (no device sync), and the
+ * additive mask made from them. */
 static dq_status build_causal(dq_model *m, int64_t T) {
   if (m->causal_len == T) return DQ_OK;
   size_t elt = (size_t)dq_dtype_size(m->dtype), bytes = (size_t)(T * T) * elt;
@@ -33,30 +42,21 @@ static dq_status build_causal(dq_model *m, int64_t T) {
   }
   for (int64_t i = 0; i < T; i++)
     for (int64_t j = 0; j < T; j++) {
-      float v = j > i ? MODEL_MASK_VALUE : 0.0f;
+      float v = j > i ? 0.0f : 1.0f;
       if (m->dtype == DQ_F32) ((float *)m->host_mask)[i * T + j] = v;
       else if (m->dtype == DQ_BF16) ((uint16_t *)m->host_mask)[i * T + j] = dq_f32_to_bf16(v);
       else ((uint16_t *)m->host_mask)[i * T + j] = dq_f32_to_f16(v);
     }
-  MODEL_TRY(dq_copy_from_host(&m->causal, m->host_mask, (int64_t)bytes));
+  MODEL_TRY(dq_copy_from_host(&m->causal_keep, m->host_mask, (int64_t)bytes));
+  MODEL_TRY(additive_from_keep(&m->causal, &m->causal_keep));
   m->causal_len = T;
   return DQ_OK;
 }
 
-/* additive = MASK_VALUE * (1 - keep), exactly 0 or MASK_VALUE (2^100 * 1 -
- * 2^100 is exact). keep is 1/0 in the activation dtype. */
-static dq_status additive_from_keep(dq_tensor *additive, const dq_tensor *keep) {
-  MODEL_TRY(dq_fill(additive, MODEL_MASK_VALUE));
-  dq_tensor k = model_as(keep, additive->ndim, additive->shape);
-  return dq_axpby(additive, &k, -MODEL_MASK_VALUE, 1.0f);
-}
-
-dq_status bart_build_masks(dq_model *m, const dq_tensor *attention_mask, const dq_tensor *decoder_attention_mask) {
+dq_status bart_build_masks(dq_model *m) {
   int64_t B = m->B, T = m->T;
   model_stack_act *enc = &m->enc, *dec = &m->dec;
-  /* The caller staged the 1/0 masks into enc.pad / dec.pad. */
-  (void)attention_mask;
-  (void)decoder_attention_mask;
+  /* forward staged the 1/0 keep flags into enc.pad / dec.pad. */
   if (enc->has_pad) MODEL_TRY(additive_from_keep(&enc->mask, &enc->pad));
   MODEL_TRY(build_causal(m, T));
   if (!dec->has_pad) {
@@ -64,18 +64,21 @@ dq_status bart_build_masks(dq_model *m, const dq_tensor *attention_mask, const d
     dec->mask = model_as(&m->causal, 4, s4);
     return DQ_OK;
   }
-  /* mask[b, 0, i, j] = causal[i, j] + padding[b, j]: the padding row is
+  /* keep[b, i, j] = causal[i, j] * padding[b, j], then one additive value
+   * for every masked key, whichever the reason (a row with no key left is
+   * then uniform, as transformers' mask gives it). The padding row is
    * broadcast over i through a [T, B, T] staging tensor and a permute. */
-  int64_t bt[2] = {B, T}, tbt[3] = {T, B, T}, btt[3] = {B, T, T};
-  dq_tensor padadd = model_as(&m->s_attn2, 2, bt);
-  MODEL_TRY(additive_from_keep(&padadd, &dec->pad));
+  int64_t tbt[3] = {T, B, T}, btt[3] = {B, T, T};
   dq_tensor stage = model_as(&m->s_attn1, 3, tbt);
   MODEL_TRY(dq_fill(&stage, 0.0));
-  MODEL_TRY(dq_add(&stage, &stage, &padadd));
-  dq_tensor mask3 = model_as(&dec->mask, 3, btt);
+  dq_tensor pad = model_as2(&dec->pad, B, T);
+  MODEL_TRY(dq_add(&stage, &stage, &pad));
+  dq_tensor keep = model_as(&m->s_attn2, 3, btt);
   static const int swap01[3] = {1, 0, 2};
-  MODEL_TRY(dq_permute(&mask3, &stage, swap01));
-  return dq_add(&mask3, &mask3, &m->causal);
+  MODEL_TRY(dq_permute(&keep, &stage, swap01));
+  MODEL_TRY(dq_mul(&keep, &keep, &m->causal_keep));
+  dq_tensor mask3 = model_as(&dec->mask, 3, btt);
+  return additive_from_keep(&mask3, &keep);
 }
 
 /* ---- embeddings ----------------------------------------------------------------------- */

@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { CACHE_MAX_KEY = 256, CACHE_MAX_ENTRIES = 1 << 17, CACHE_MAX_IDS = 1 << 22 };
+/* Per-thread cache bounds (a full cache starts over): a few MB per thread. */
+enum { CACHE_MAX_KEY = 256, CACHE_MAX_ENTRIES = 1 << 16, CACHE_MAX_IDS = 1 << 20, CACHE_MAX_KEY_BYTES = 1 << 22 };
 
 static int heap_less(const tk_bpe_heap_item *a, const tk_bpe_heap_item *b) {
   return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
@@ -187,7 +188,8 @@ int tk_cache_lookup(tk_work *w, const char *piece, size_t n, tk_ids *out) {
 
 void tk_cache_store(tk_work *w, const char *piece, size_t n, const int32_t *ids, size_t count) {
   if (n > CACHE_MAX_KEY) return;
-  if (w->cache.count >= CACHE_MAX_ENTRIES || w->cache_ids.len + count + 1 > CACHE_MAX_IDS) {
+  if (w->cache.count >= CACHE_MAX_ENTRIES || w->cache_ids.len + count + 1 > CACHE_MAX_IDS ||
+      w->cache.keys.len + n > CACHE_MAX_KEY_BYTES) {
     tk_strmap_clear(&w->cache);
     w->cache_ids.len = 0;
   }

@@ -530,6 +530,49 @@ static int is_special(const dq_bpe_train_config *cfg, const char *s) {
   return 0;
 }
 
+/* tokenizer_config.json for transformers: the special tokens' flags (so
+ * loading vocab.json + merges.txt alone keeps <mask>'s lstrip) and roles. */
+static int config_json(const trainer *tr, const dq_bpe_train_config *cfg, tk_buf *b) {
+  static const char *const roles[7][2] = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"},
+                                          {"pad_token", "<pad>"}, {"mask_token", "<mask>"}, {"cls_token", "<s>"},
+                                          {"sep_token", "</s>"}};
+  const char *head = "{\n \"add_prefix_space\": false,\n \"errors\": \"replace\",\n"
+                     " \"clean_up_tokenization_spaces\": false,\n \"added_tokens_decoder\": {";
+  int failed = tk_buf_put(b, head, strlen(head));
+  int first = 1, bart = 1;
+  for (int32_t i = 0; i < cfg->n_special_tokens && !failed; i++) {
+    const char *s = cfg->special_tokens[i];
+    const int32_t *id = *s ? tk_strmap_get(&tr->vocab, s, strlen(s)) : NULL;
+    int dup = 0;
+    for (int32_t k = 0; k < i; k++) dup |= !strcmp(cfg->special_tokens[k], s);
+    if (!id || dup) continue;
+    char key[64];
+    snprintf(key, sizeof key, "%s\n  \"%d\": {\"content\": ", first ? "" : ",", *id);
+    first = 0;
+    failed |= tk_buf_put(b, key, strlen(key)) || json_string(b, s, strlen(s));
+    const char *flags = !strcmp(s, "<mask>") ? ", \"lstrip\": true, \"normalized\": false, \"rstrip\": false, "
+                                               "\"single_word\": false, \"special\": true}"
+                                             : ", \"lstrip\": false, \"normalized\": false, \"rstrip\": false, "
+                                               "\"single_word\": false, \"special\": true}";
+    failed |= tk_buf_put(b, flags, strlen(flags));
+  }
+  failed |= tk_buf_put(b, "\n }", strlen("\n }"));
+  for (int r = 0; r < 7 && !failed; r++) {
+    if (!is_special(cfg, roles[r][1])) {
+      bart = 0;
+      continue;
+    }
+    char line[64];
+    snprintf(line, sizeof line, ",\n \"%s\": \"%s\"", roles[r][0], roles[r][1]);
+    failed |= tk_buf_put(b, line, strlen(line));
+  }
+  if (bart && !failed) {
+    const char *cls = ",\n \"tokenizer_class\": \"BartTokenizer\"";
+    failed |= tk_buf_put(b, cls, strlen(cls));
+  }
+  return failed || tk_buf_put(b, "\n}\n", strlen("\n}\n"));
+}
+
 static dq_status write_outputs(const trainer *tr, const dq_bpe_train_config *cfg, const char *dir) {
   /* merges: a pair merged twice keeps its last rank */
   tk_u64map last = {0};
@@ -544,9 +587,10 @@ static dq_status write_outputs(const trainer *tr, const dq_bpe_train_config *cfg
               tk_buf_put(&vocab, num, strlen(num));
   }
   failed |= tk_buf_put(&vocab, "}", 1);
-  failed |= tk_buf_put(&merges, "#version: 0.2\n", 14);
+  failed |= tk_buf_put(&merges, "#version: 0.2\n", strlen("#version: 0.2\n"));
   /* tokenizer.json: the same model with its pipeline */
-  failed |= tk_buf_put(&full, "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[", 68);
+  const char *head = "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[";
+  failed |= tk_buf_put(&full, head, strlen(head));
   int first = 1;
   for (int32_t i = 0; i < cfg->n_special_tokens && !failed; i++) {
     const char *s = cfg->special_tokens[i];
@@ -554,10 +598,10 @@ static dq_status write_outputs(const trainer *tr, const dq_bpe_train_config *cfg
     int dup = 0;
     for (int32_t k = 0; k < i; k++) dup |= !strcmp(cfg->special_tokens[k], s);
     if (!id || dup || !*s) continue;
-    char head[48];
-    snprintf(head, sizeof head, "%s{\"id\":%d,\"content\":", first ? "" : ",", *id);
+    char item[48];
+    snprintf(item, sizeof item, "%s{\"id\":%d,\"content\":", first ? "" : ",", *id);
     first = 0;
-    failed |= tk_buf_put(&full, head, strlen(head)) || json_string(&full, s, strlen(s));
+    failed |= tk_buf_put(&full, item, strlen(item)) || json_string(&full, s, strlen(s));
     const char *flags = !strcmp(s, "<mask>")
                           ? ",\"single_word\":false,\"lstrip\":true,\"rstrip\":false,\"normalized\":false,\"special\":true}"
                           : ",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":true}";
@@ -574,13 +618,13 @@ static dq_status write_outputs(const trainer *tr, const dq_bpe_train_config *cfg
              "\"trim_offsets\":true,\"add_prefix_space\":false},", *eos, *bos);
     failed |= tk_buf_put(&full, post, strlen(post));
   } else {
-    failed |= tk_buf_put(&full, "\"post_processor\":null,", 22);
+    failed |= tk_buf_put(&full, "\"post_processor\":null,", strlen("\"post_processor\":null,"));
   }
   const char *model = "\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true},"
                       "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
                       "\"end_of_word_suffix\":null,\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":false,\"vocab\":";
   failed |= tk_buf_put(&full, model, strlen(model)) || tk_buf_put(&full, vocab.data, vocab.len) ||
-            tk_buf_put(&full, ",\"merges\":[", 11);
+            tk_buf_put(&full, ",\"merges\":[", strlen(",\"merges\":["));
   first = 1;
   for (size_t i = 0; i < tr->n_merges && !failed; i++) {
     uint64_t pair = tr->merge_pairs[2 * i];
@@ -592,12 +636,17 @@ static dq_status write_outputs(const trainer *tr, const dq_bpe_train_config *cfg
               tk_buf_putc(&full, ',') || json_string(&full, tb->data, tb->len) || tk_buf_putc(&full, ']');
     first = 0;
   }
-  failed |= tk_buf_put(&full, "]}}\n", 4);
+  failed |= tk_buf_put(&full, "]}}\n", strlen("]}}\n"));
   tk_u64map_free(&last);
   dq_status st = failed ? oom() : make_dirs(dir);
   if (!st) st = write_atomic(dir, "vocab.json", &vocab);
   if (!st) st = write_atomic(dir, "merges.txt", &merges);
   if (!st) st = write_atomic(dir, "tokenizer.json", &full);
+  if (!st) {
+    tk_buf config = {0};
+    st = config_json(tr, cfg, &config) ? oom() : write_atomic(dir, "tokenizer_config.json", &config);
+    tk_buf_free(&config);
+  }
   tk_buf_free(&vocab);
   tk_buf_free(&merges);
   tk_buf_free(&full);

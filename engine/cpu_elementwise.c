@@ -29,34 +29,33 @@
 #define BIN_LOOPS(EXPR)                                                                      \
   do {                                                                                       \
     if (na == nb) {                                                                          \
-      _Pragma("omp parallel for if (n > DQ_OMP_MIN)")                                        \
-      for (int64_t i = 0; i < n; i++) o[i] = EXPR(x[i], y[i]);                                \
+      DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN,                                                     \
+                         for (int64_t i = 0; i < n; i++) o[i] = EXPR(x[i], y[i]));           \
     } else if (nb == 1 || na == 1) {                                                         \
       if (nb == 1) {                                                                         \
         const float s = y[0];                                                                \
-        _Pragma("omp parallel for if (n > DQ_OMP_MIN)")                                      \
-        for (int64_t i = 0; i < n; i++) o[i] = EXPR(x[i], s);                                 \
+        DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN,                                                   \
+                           for (int64_t i = 0; i < n; i++) o[i] = EXPR(x[i], s));            \
       } else {                                                                               \
         const float s = x[0];                                                                \
-        _Pragma("omp parallel for if (n > DQ_OMP_MIN)")                                      \
-        for (int64_t i = 0; i < n; i++) o[i] = EXPR(s, y[i]);                                 \
+        DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN,                                                   \
+                           for (int64_t i = 0; i < n; i++) o[i] = EXPR(s, y[i]));            \
       }                                                                                      \
     } else {                                                                                 \
       int64_t len = na < nb ? na : nb, rows = n / len;                                       \
       int64_t blocks = (len + BIN_COL_BLOCK - 1) / BIN_COL_BLOCK;                            \
-      _Pragma("omp parallel for if (n > DQ_OMP_MIN)")                                        \
-      for (int64_t t = 0; t < rows * blocks; t++) {                                          \
+      DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t t = 0; t < rows * blocks; t++) {       \
         int64_t r = t / blocks, c0 = (t % blocks) * BIN_COL_BLOCK;                           \
         int64_t c1 = c0 + BIN_COL_BLOCK < len ? c0 + BIN_COL_BLOCK : len;                    \
         float *orow = o + r * len;                                                           \
         if (na < nb) {                                                                       \
           const float *yrow = y + r * len;                                                   \
-          for (int64_t c = c0; c < c1; c++) orow[c] = EXPR(x[c], yrow[c]);                    \
+          for (int64_t c = c0; c < c1; c++) orow[c] = EXPR(x[c], yrow[c]);                   \
         } else {                                                                             \
           const float *xrow = x + r * len;                                                   \
-          for (int64_t c = c0; c < c1; c++) orow[c] = EXPR(xrow[c], y[c]);                    \
+          for (int64_t c = c0; c < c1; c++) orow[c] = EXPR(xrow[c], y[c]);                   \
         }                                                                                    \
-      }                                                                                      \
+      });                                                                                    \
     }                                                                                        \
   } while (0)
 
@@ -81,14 +80,11 @@ dq_status cpu_axpby(dq_tensor *y, const dq_tensor *x, float alpha, float beta) {
   const float *xd = x->data;
   int64_t n = y->numel;
   if (beta == 0.0f) {
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) yd[i] = alpha * xd[i];
+    DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) yd[i] = alpha * xd[i]);
   } else if (beta == 1.0f) {
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) yd[i] += alpha * xd[i];
+    DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) yd[i] += alpha * xd[i]);
   } else {
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) yd[i] = alpha * xd[i] + beta * yd[i];
+    DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) yd[i] = alpha * xd[i] + beta * yd[i]);
   }
   return DQ_OK;
 }
@@ -119,13 +115,12 @@ dq_status cpu_sum_leading(dq_tensor *out, const dq_tensor *x, int accumulate) {
   int64_t chunk_rows = SUM_CHUNK_ELEMS / cols;
   if (cols >= 512 || chunk_rows >= rows) {
     int64_t blocks = (cols + SUM_COL_BLOCK - 1) / SUM_COL_BLOCK;
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN)
-    for (int64_t blk = 0; blk < blocks; blk++) {
+    DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN, for (int64_t blk = 0; blk < blocks; blk++) {
       int64_t c0 = blk * SUM_COL_BLOCK, w = cols - c0 < SUM_COL_BLOCK ? cols - c0 : SUM_COL_BLOCK;
       double acc[SUM_COL_BLOCK] = {0};
       sum_rows_block(acc, xd, cols, 0, rows, c0, w);
       for (int64_t c = 0; c < w; c++) od[c0 + c] = (float)(acc[c] + (accumulate ? (double)od[c0 + c] : 0.0));
-    }
+    });
     return DQ_OK;
   }
   /* cols < 512 here, so a chunk's partial row of cols doubles is small. */
@@ -134,11 +129,10 @@ dq_status cpu_sum_leading(dq_tensor *out, const dq_tensor *x, int accumulate) {
   if (!partial)
     return dq_fail(DQ_ERR_MEMORY, "dq_sum_leading: cannot allocate %lld partial sums",
                    (long long)(chunks * cols));
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN)
-  for (int64_t k = 0; k < chunks; k++) {
+  DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN, for (int64_t k = 0; k < chunks; k++) {
     int64_t r0 = k * chunk_rows, r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
     sum_rows_block(partial + k * cols, xd, cols, r0, r1, 0, cols);
-  }
+  });
   for (int64_t c = 0; c < cols; c++) {
     double s = accumulate ? (double)od[c] : 0.0;
     for (int64_t k = 0; k < chunks; k++) s += partial[k * cols + c];
@@ -154,11 +148,10 @@ dq_status cpu_gelu(dq_tensor *out, const dq_tensor *x) {
   const float *xd = x->data;
   float *od = out->data;
   int64_t n = x->numel;
-#pragma omp parallel for if (n > DQ_OMP_MIN / 8)
-  for (int64_t i = 0; i < n; i++) {
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN / 8, for (int64_t i = 0; i < n; i++) {
     float v = xd[i];
     od[i] = v * dq_normal_cdf(v);
-  }
+  });
   return DQ_OK;
 }
 
@@ -167,12 +160,11 @@ dq_status cpu_gelu_backward(dq_tensor *dx, const dq_tensor *dy, const dq_tensor 
   const float *xd = x->data, *g = dy->data;
   float *d = dx->data;
   int64_t n = x->numel;
-#pragma omp parallel for if (n > DQ_OMP_MIN / 8)
-  for (int64_t i = 0; i < n; i++) {
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN / 8, for (int64_t i = 0; i < n; i++) {
     float v = xd[i];
     float pdf = 0.398942280401432678f * dq_exp_nonpos(-0.5f * v * v);
     d[i] = g[i] * (dq_normal_cdf(v) + v * pdf);
-  }
+  });
   return DQ_OK;
 }
 
@@ -180,8 +172,7 @@ dq_status cpu_relu(dq_tensor *out, const dq_tensor *x) {
   const float *xd = x->data;
   float *od = out->data;
   int64_t n = x->numel;
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-  for (int64_t i = 0; i < n; i++) od[i] = xd[i] > 0.0f ? xd[i] : 0.0f;
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) od[i] = xd[i] > 0.0f ? xd[i] : 0.0f);
   return DQ_OK;
 }
 
@@ -190,8 +181,7 @@ dq_status cpu_relu_backward(dq_tensor *dx, const dq_tensor *dy, const dq_tensor 
   const float *xd = x->data, *g = dy->data;
   float *d = dx->data;
   int64_t n = x->numel;
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-  for (int64_t i = 0; i < n; i++) d[i] = xd[i] > 0.0f ? g[i] : 0.0f;
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) d[i] = xd[i] > 0.0f ? g[i] : 0.0f);
   return DQ_OK;
 }
 
@@ -212,14 +202,13 @@ dq_status cpu_dropout(dq_tensor *out, const dq_tensor *x, float p, uint64_t seed
   /* Whole groups of four in a loop GCC vectorizes (Philox is plain 32-bit
    * integer arithmetic), then the partial last group. */
   int64_t full = n / 4;
-#pragma omp parallel for if (n > DQ_OMP_MIN / 4)
-  for (int64_t g = 0; g < full; g++) {
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN / 4, for (int64_t g = 0; g < full; g++) {
     dq_u32x4 r = dq_philox(seed, offset + (uint64_t)g);
     for (int lane = 0; lane < 4; lane++) {
       float u = dq_u32_to_uniform(r.v[lane]);
       od[g * 4 + lane] = dq_pick(isgreaterequal(u, p), xd[g * 4 + lane] * keep_scale, 0.0f);
     }
-  }
+  });
   if (n % 4) {
     dq_u32x4 r = dq_philox(seed, offset + (uint64_t)full);
     for (int64_t i = full * 4; i < n; i++) {

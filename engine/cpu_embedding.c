@@ -29,8 +29,9 @@ dq_status cpu_embedding(dq_tensor *out, const dq_tensor *weight, const dq_tensor
   if (st) return st;
   const float *w = weight->data;
   float *o = out->data;
-#pragma omp parallel for if (n * d > DQ_OMP_MIN)
-  for (int64_t t = 0; t < n; t++) memcpy(o + t * d, w + id_at(ids, t) * d, (size_t)d * sizeof(float));
+  DQ_PARALLEL_FOR_IF(n * d > DQ_OMP_MIN, for (int64_t t = 0; t < n; t++) {
+    memcpy(o + t * d, w + id_at(ids, t) * d, (size_t)d * sizeof(float));
+  });
   return DQ_OK;
 }
 
@@ -46,14 +47,13 @@ dq_status cpu_embedding_backward(dq_tensor *dweight, const dq_tensor *dout, cons
   const float *g = dout->data;
   float *dw = dweight->data;
   int64_t blocks = (d + EMB_COL_BLOCK - 1) / EMB_COL_BLOCK;
-#pragma omp parallel for if (n * d > DQ_OMP_MIN)
-  for (int64_t blk = 0; blk < blocks; blk++) {
+  DQ_PARALLEL_FOR_IF(n * d > DQ_OMP_MIN, for (int64_t blk = 0; blk < blocks; blk++) {
     int64_t c0 = blk * EMB_COL_BLOCK, w = d - c0 < EMB_COL_BLOCK ? d - c0 : EMB_COL_BLOCK;
     for (int64_t t = 0; t < n; t++) {
       float *dst = dw + id_at(ids, t) * d + c0;
       const float *src = g + t * d + c0;
       for (int64_t c = 0; c < w; c++) dst[c] += src[c];
     }
-  }
+  });
   return DQ_OK;
 }

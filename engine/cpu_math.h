@@ -15,6 +15,30 @@
  * OpenMP team costs more than the work. */
 #define DQ_OMP_MIN 32768
 
+/* DQ_PARALLEL_FOR_IF(large, for (...) body) runs the for statement as
+ * `#pragma omp parallel for` when `large` is true and as a plain loop on
+ * the calling thread otherwise. The OpenMP `if` clause is not enough: GCC
+ * still calls GOMP_parallel when it is false, and libgomp then builds a
+ * one-thread team (malloc, futex calls), which made a 1-element op cost
+ * several hundred ns. The loop text is expanded twice and each copy is
+ * compiled, and vectorized, on its own; one thread runs the same
+ * iterations in the same order either way, so the results are the same
+ * bits. DQ_PARALLEL_FOR_WITH_IF takes the whole pragma for loops that need
+ * clauses, e.g. "omp parallel for schedule(dynamic, 1)"; its serial copy
+ * runs without them (a reduction(+ : s) variable then simply accumulates,
+ * as it would in a one-thread team). The for statement is a macro
+ * argument, so it cannot hold #pragma lines: an inner `omp simd` loop goes
+ * in a helper function. */
+#define DQ_PARALLEL_FOR_IF(large, ...) DQ_PARALLEL_FOR_WITH_IF(large, "omp parallel for", __VA_ARGS__)
+#define DQ_PARALLEL_FOR_WITH_IF(large, omp_pragma, ...) \
+  do {                                                  \
+    if (large) {                                        \
+      _Pragma(omp_pragma) __VA_ARGS__;                  \
+    } else {                                            \
+      __VA_ARGS__;                                      \
+    }                                                   \
+  } while (0)
+
 /* The math below must be inlined into the loops to vectorize; GCC would
  * otherwise keep dq_normal_cdf out of line once it has two callers. */
 #define DQ_VEC_INLINE static inline __attribute__((always_inline))

@@ -27,11 +27,9 @@
 /* out = beta * out without reading out when beta is 0 (it may hold NaN). */
 static void scale_out(float *o, int64_t n, float beta) {
   if (beta == 0.0f) {
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) o[i] = 0.0f;
+    DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) o[i] = 0.0f);
   } else if (beta != 1.0f) {
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) o[i] *= beta;
+    DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) o[i] *= beta);
   }
 }
 
@@ -64,8 +62,8 @@ dq_status cpu_matmul(dq_tensor *out, const dq_tensor *a, const dq_tensor *b, int
   int64_t tiles_m = (m + TILE_M - 1) / TILE_M, tiles_n = (n + TILE_N - 1) / TILE_N;
   int64_t tiles = batch * tiles_m * tiles_n;
   double work = (double)batch * (double)m * (double)n * (double)k;
-#pragma omp parallel for schedule(dynamic, 1) if (tiles > 1 && work > PARALLEL_MIN_WORK)
-  for (int64_t t = 0; t < tiles; t++) {
+  bool parallel = tiles > 1 && work > PARALLEL_MIN_WORK;
+  DQ_PARALLEL_FOR_WITH_IF(parallel, "omp parallel for schedule(dynamic, 1)", for (int64_t t = 0; t < tiles; t++) {
     int64_t p = t / (tiles_m * tiles_n), rest = t % (tiles_m * tiles_n);
     int64_t i0 = (rest / tiles_n) * TILE_M, j0 = (rest % tiles_n) * TILE_N;
     int64_t tm = m - i0 < TILE_M ? m - i0 : TILE_M, tn = n - j0 < TILE_N ? n - j0 : TILE_N;
@@ -75,6 +73,6 @@ dq_status cpu_matmul(dq_tensor *out, const dq_tensor *a, const dq_tensor *b, int
     const float *bt = bd + p * b_step + (trans_b ? j0 * k : j0);
     float *ot = o + p * o_step + i0 * n + j0;
     cblas_sgemm(CblasRowMajor, ta, tb, (int)tm, (int)tn, (int)k, alpha, at, (int)lda, bt, (int)ldb, beta, ot, (int)n);
-  }
+  });
   return DQ_OK;
 }

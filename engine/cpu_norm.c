@@ -28,8 +28,7 @@ dq_status cpu_layernorm(dq_tensor *out, dq_tensor *mean, dq_tensor *rstd, const 
   int64_t d = dq_cols(x), rows = dq_rows(x);
   const float *xd = x->data, *w = weight->data, *b = bias->data;
   float *od = out->data, *md = mean ? mean->data : NULL, *rd = rstd ? rstd->data : NULL;
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN)
-  for (int64_t r = 0; r < rows; r++) {
+  DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN, for (int64_t r = 0; r < rows; r++) {
     const float *xr = xd + r * d;
     float *orow = od + r * d;
     float mu, rs;
@@ -40,7 +39,7 @@ dq_status cpu_layernorm(dq_tensor *out, dq_tensor *mean, dq_tensor *rstd, const 
       md[r] = mu;
       rd[r] = rs;
     }
-  }
+  });
   return DQ_OK;
 }
 
@@ -50,8 +49,7 @@ dq_status cpu_layernorm(dq_tensor *out, dq_tensor *mean, dq_tensor *rstd, const 
 static void param_grads(float *dw, float *db, const float *dy, const float *x, const float *mean,
                         const float *rstd, int64_t rows, int64_t d, int accumulate) {
   int64_t blocks = (d + NORM_COL_BLOCK - 1) / NORM_COL_BLOCK;
-#pragma omp parallel for if (rows * d > DQ_OMP_MIN)
-  for (int64_t blk = 0; blk < blocks; blk++) {
+  DQ_PARALLEL_FOR_IF(rows * d > DQ_OMP_MIN, for (int64_t blk = 0; blk < blocks; blk++) {
     int64_t c0 = blk * NORM_COL_BLOCK, w = d - c0 < NORM_COL_BLOCK ? d - c0 : NORM_COL_BLOCK;
     double aw[NORM_COL_BLOCK] = {0}, ab[NORM_COL_BLOCK] = {0};
     for (int64_t r = 0; r < rows; r++) {
@@ -66,11 +64,26 @@ static void param_grads(float *dw, float *db, const float *dy, const float *x, c
       if (dw) dw[c0 + c] = (float)(aw[c] + (accumulate ? (double)dw[c0 + c] : 0.0));
       if (db) db[c0 + c] = (float)(ab[c] + (accumulate ? (double)db[c0 + c] : 0.0));
     }
-  }
+  });
 }
 
 /* With xhat = (x - mean) * rstd and g = dy * weight:
- * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). */
+ * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), for one row. */
+static void row_backward(float *dr, const float *gr, const float *xr, const float *w, int64_t d, float mu, float rs) {
+  double sg = 0.0, sgx = 0.0;
+#pragma omp simd reduction(+ : sg, sgx)
+  for (int64_t j = 0; j < d; j++) {
+    float gw = gr[j] * w[j];
+    sg += (double)gw;
+    sgx += (double)(gw * ((xr[j] - mu) * rs));
+  }
+  float mg = (float)(sg / (double)d), mgx = (float)(sgx / (double)d);
+  for (int64_t j = 0; j < d; j++) {
+    float xhat = (xr[j] - mu) * rs;
+    dr[j] = rs * (gr[j] * w[j] - mg - xhat * mgx);
+  }
+}
+
 dq_status cpu_layernorm_backward(dq_tensor *dx, dq_tensor *dweight, dq_tensor *dbias, const dq_tensor *dy,
                                  const dq_tensor *x, const dq_tensor *weight, const dq_tensor *mean,
                                  const dq_tensor *rstd, int accumulate) {
@@ -80,23 +93,8 @@ dq_status cpu_layernorm_backward(dq_tensor *dx, dq_tensor *dweight, dq_tensor *d
   /* Parameter gradients first: dx may alias dy. */
   if (dweight || dbias)
     param_grads(dweight ? dweight->data : NULL, dbias ? dbias->data : NULL, g, xd, md, rd, rows, d, accumulate);
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN)
-  for (int64_t r = 0; r < rows; r++) {
-    const float *gr = g + r * d, *xr = xd + r * d;
-    float *dr = dxd + r * d;
-    float mu = md[r], rs = rd[r];
-    double sg = 0.0, sgx = 0.0;
-#pragma omp simd reduction(+ : sg, sgx)
-    for (int64_t j = 0; j < d; j++) {
-      float gw = gr[j] * w[j];
-      sg += (double)gw;
-      sgx += (double)(gw * ((xr[j] - mu) * rs));
-    }
-    float mg = (float)(sg / (double)d), mgx = (float)(sgx / (double)d);
-    for (int64_t j = 0; j < d; j++) {
-      float xhat = (xr[j] - mu) * rs;
-      dr[j] = rs * (gr[j] * w[j] - mg - xhat * mgx);
-    }
-  }
+  DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN, for (int64_t r = 0; r < rows; r++) {
+    row_backward(dxd + r * d, g + r * d, xd + r * d, w, d, md[r], rd[r]);
+  });
   return DQ_OK;
 }

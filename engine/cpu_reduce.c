@@ -59,11 +59,10 @@ static dq_status reduce_all(float *out, const float *x, int64_t n, int op) {
   double *part = blocks <= REDUCE_STACK_BLOCKS ? stack : malloc((size_t)blocks * sizeof(double));
   if (!part) return dq_fail(DQ_ERR_MEMORY, "dq_reduce_all: cannot allocate %lld block results", (long long)blocks);
   bool is_sum = op == DQ_REDUCE_SUM || op == DQ_REDUCE_MEAN;
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-  for (int64_t b = 0; b < blocks; b++) {
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t b = 0; b < blocks; b++) {
     int64_t i0 = b * REDUCE_BLOCK, len = n - i0 < REDUCE_BLOCK ? n - i0 : REDUCE_BLOCK;
     part[b] = is_sum ? block_sum(x + i0, len) : (double)block_max(x + i0, len, op == DQ_REDUCE_ABSMAX);
-  }
+  });
   double r = is_sum ? 0.0 : -INFINITY;
   for (int64_t b = 0; b < blocks; b++) r = is_sum ? r + part[b] : ((part[b] > r || part[b] != part[b]) ? part[b] : r);
   if (op == DQ_REDUCE_MEAN) r /= (double)n;
@@ -89,8 +88,7 @@ dq_status cpu_reduce(dq_tensor *out, const dq_tensor *x, int op, int rows) {
     for (int64_t r = 0; r < nrows; r++) od[r] = v;
     return DQ_OK;
   }
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN)
-  for (int64_t r = 0; r < nrows; r++) od[r] = reduce_span(xd + r * d, d, op);
+  DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN, for (int64_t r = 0; r < nrows; r++) od[r] = reduce_span(xd + r * d, d, op));
   return DQ_OK;
 }
 
@@ -131,20 +129,18 @@ dq_status cpu_reduce_backward(dq_tensor *dx, const dq_tensor *dout, const dq_ten
     int64_t n = x->numel;
     if (!needs_max) {
       float v = op == DQ_REDUCE_SUM ? g0 : (float)((double)g0 / (double)n);
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-      for (int64_t i = 0; i < n; i++) d[i] = v;
+      DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) d[i] = v);
       return DQ_OK;
     }
     int64_t at = first_max(xd, n, m0, op == DQ_REDUCE_ABSMAX);
     float xat = at >= 0 ? xd[at] : 0.0f; /* dx may alias x */
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) d[i] = 0.0f;
+    DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) d[i] = 0.0f);
     if (at >= 0) d[at] = op == DQ_REDUCE_ABSMAX ? g0 * sign_of(xat) : g0;
     return DQ_OK;
   }
   int64_t cols = dq_cols(x), nrows = dq_rows(x);
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN)
-  for (int64_t r = 0; r < nrows; r++)
+  DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN, for (int64_t r = 0; r < nrows; r++) {
     span_backward(d + r * cols, xd + r * cols, cols, g[r], needs_max ? m[r] : 0.0f, op);
+  });
   return DQ_OK;
 }

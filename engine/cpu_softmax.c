@@ -44,8 +44,7 @@ dq_status cpu_softmax(dq_tensor *out, const dq_tensor *x, const dq_tensor *mask,
   const float *xd = x->data, *md = mask ? mask->data : NULL;
   float *od = out->data;
   int64_t mask_col_stride = mask ? mask_plan->strides[mask_plan->ndim - 1] : 0;
-#pragma omp parallel for if (x->numel > DQ_OMP_MIN / 4)
-  for (int64_t r = 0; r < rows; r++) {
+  DQ_PARALLEL_FOR_IF(x->numel > DQ_OMP_MIN / 4, for (int64_t r = 0; r < rows; r++) {
     const float *xr = xd + r * d;
     float *z = od + r * d; /* out may alias x: element j is read before it is written */
     if (!md) {
@@ -60,23 +59,26 @@ dq_status cpu_softmax(dq_tensor *out, const dq_tensor *x, const dq_tensor *mask,
       }
     }
     softmax_row(z, d);
-  }
+  });
   return DQ_OK;
+}
+
+/* dx = scale * y * (dy - sum(dy * y)) for one row; dr may alias gr (the
+ * dot product is taken first). */
+static void softmax_row_backward(float *dr, const float *gr, const float *yr, int64_t d, float scale) {
+  double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < d; j++) dot += (double)(gr[j] * yr[j]);
+  float s = (float)dot;
+  for (int64_t j = 0; j < d; j++) dr[j] = scale * yr[j] * (gr[j] - s);
 }
 
 dq_status cpu_softmax_backward(dq_tensor *dx, const dq_tensor *dy, const dq_tensor *y, float scale) {
   int64_t d = dq_cols(y), rows = dq_rows(y);
   const float *g = dy->data, *yd = y->data;
   float *dxd = dx->data;
-#pragma omp parallel for if (y->numel > DQ_OMP_MIN)
-  for (int64_t r = 0; r < rows; r++) {
-    const float *gr = g + r * d, *yr = yd + r * d;
-    float *dr = dxd + r * d; /* may alias dy: the dot product is taken first */
-    double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t j = 0; j < d; j++) dot += (double)(gr[j] * yr[j]);
-    float s = (float)dot;
-    for (int64_t j = 0; j < d; j++) dr[j] = scale * yr[j] * (gr[j] - s);
-  }
+  DQ_PARALLEL_FOR_IF(y->numel > DQ_OMP_MIN, for (int64_t r = 0; r < rows; r++) {
+    softmax_row_backward(dxd + r * d, g + r * d, yd + r * d, d, scale);
+  });
   return DQ_OK;
 }

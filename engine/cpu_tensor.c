@@ -4,6 +4,7 @@
  * tensor.c.
  */
 #include "backend.h"
+#include "cpu_math.h"
 #include "half.h"
 #include "philox.h"
 
@@ -51,20 +52,21 @@ dq_status cpu_fill(dq_tensor *t, double value) {
     uint32_t v;
     memcpy(&v, pattern, 4);
     uint32_t *p = t->data;
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) p[i] = v;
+    DQ_PARALLEL_FOR_IF(n > 65536, for (int64_t i = 0; i < n; i++) p[i] = v);
   } else {
     char *p = t->data;
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; i++) memcpy(p + i * esize, pattern, (size_t)esize);
+    DQ_PARALLEL_FOR_IF(n > 65536, for (int64_t i = 0; i < n; i++) {
+      memcpy(p + i * esize, pattern, (size_t)esize);
+    });
   }
   return DQ_OK;
 }
 
 dq_status cpu_arange(dq_tensor *t, double start, double step) {
   int64_t n = t->numel;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; i++) store_double(t->data, t->dtype, i, start + (double)i * step);
+  DQ_PARALLEL_FOR_IF(n > 65536, for (int64_t i = 0; i < n; i++) {
+    store_double(t->data, t->dtype, i, start + (double)i * step);
+  });
   return DQ_OK;
 }
 
@@ -81,8 +83,7 @@ static inline void box_muller(uint32_t a, uint32_t b, float *z0, float *z1) {
 
 dq_status cpu_rand(dq_tensor *t, uint64_t seed, uint64_t offset, int normal) {
   int64_t n = t->numel, blocks = (n + 3) / 4;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t blk = 0; blk < blocks; blk++) {
+  DQ_PARALLEL_FOR_IF(n > 65536, for (int64_t blk = 0; blk < blocks; blk++) {
     dq_u32x4 r = dq_philox(seed, offset + (uint64_t)blk);
     float v[4];
     if (normal) {
@@ -92,7 +93,7 @@ dq_status cpu_rand(dq_tensor *t, uint64_t seed, uint64_t offset, int normal) {
       for (int lane = 0; lane < 4; lane++) v[lane] = dq_u32_to_uniform(r.v[lane]);
     }
     for (int lane = 0; lane < 4 && blk * 4 + lane < n; lane++) store_double(t->data, t->dtype, blk * 4 + lane, v[lane]);
-  }
+  });
   return DQ_OK;
 }
 
@@ -112,8 +113,9 @@ dq_status cpu_convert(dq_tensor *dst, const dq_tensor *src) {
     }
     return DQ_OK;
   }
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; i++) store_double(dst->data, dst->dtype, i, load_as_double(src->data, src->dtype, i));
+  DQ_PARALLEL_FOR_IF(n > 65536, for (int64_t i = 0; i < n; i++) {
+    store_double(dst->data, dst->dtype, i, load_as_double(src->data, src->dtype, i));
+  });
   return DQ_OK;
 }
 
@@ -126,8 +128,7 @@ dq_status cpu_gather(dq_tensor *out, const dq_tensor *src, const dq_gather_plan 
   int64_t outer = inner ? out->numel / inner : 0;
   const char *s = src->data;
   char *d = out->data;
-#pragma omp parallel for if (out->numel > 65536)
-  for (int64_t row = 0; row < outer; row++) {
+  DQ_PARALLEL_FOR_IF(out->numel > 65536, for (int64_t row = 0; row < outer; row++) {
     int64_t rest = row, src_index = plan->src_offset;
     for (int k = nd - 2; k >= 0; k--) {
       src_index += (rest % plan->shape[k]) * plan->src_strides[k];
@@ -140,6 +141,6 @@ dq_status cpu_gather(dq_tensor *out, const dq_tensor *src, const dq_gather_plan 
       for (int64_t j = 0; j < inner; j++)
         memcpy(drow + j * esize, s + (src_index + j * inner_stride) * esize, (size_t)esize);
     }
-  }
+  });
   return DQ_OK;
 }

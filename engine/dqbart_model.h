@@ -92,19 +92,26 @@ typedef struct dq_model_info {
  * must be present with the config's shape (final_logits_bias may be absent:
  * zeros); the tied copies model.encoder.embed_tokens.weight,
  * model.decoder.embed_tokens.weight and lm_head.weight of older files are
- * accepted (and checked equal to model.shared.weight when both are there);
- * any other tensor is an error. Files of a BartModel (names without the
- * "model." prefix) load too. dtype: DQ_F32, or DQ_BF16 for bf16 activations
- * on CUDA. */
+ * accepted (ignored when model.shared.weight is there, else the first of
+ * them is the shared embedding); any other tensor is an error, and so is a
+ * shape that disagrees with config.json. Files of a BartModel (names
+ * without the "model." prefix) load too. F32, BF16 and F16 files load into
+ * f32 master weights. dtype: DQ_F32, or DQ_BF16 for bf16 activations on
+ * CUDA. */
 DQ_API dq_status dq_model_load(dq_model **out, const char *dir, int device, int dtype);
+/* A model of the configuration in dir (config.json) with every parameter
+ * zero, no weights read: for random initialization and benchmarks. */
+DQ_API dq_status dq_model_init(dq_model **out, const char *dir, int device, int dtype);
 DQ_API void dq_model_free(dq_model *m);
-/* Writes dir (created or replaced as a whole: everything is written into a
- * temporary directory beside it, then renamed) with config.json,
+/* Writes dir with config.json,
  * generation_config.json (when the config has generation values),
  * model.safetensors (f32; only model.shared.weight for the tied
  * embedding) and the tokenizer files of the directory the model came from
  * (vocab.json, merges.txt, tokenizer.json, tokenizer_config.json,
- * special_tokens_map.json, sentencepiece.bpe.model, added_tokens.json). */
+ * special_tokens_map.json, sentencepiece.bpe.model, added_tokens.json).
+ * A new directory is written under a temporary name beside it and renamed
+ * when complete; in an existing directory each of these files is replaced
+ * atomically and other files are left alone. */
 DQ_API dq_status dq_model_save(dq_model *m, const char *dir);
 /* A student: the teacher's non-layer weights and the teacher layers listed
  * (0-based, in student order) for each stack, on the teacher's device and

@@ -24,6 +24,26 @@
  * maximal invalid sequence (as Python's errors="replace" would).
  * A tokenizer is immutable after loading (except dq_tokenizer_set_template)
  * and may be used from several threads at once.
+ *
+ * Known differences from the library (spec/tokenizer_spec.lua checks the
+ * rest on spec/fixtures/tokenizers/):
+ *  - Unicode data is utf8proc's (Unicode 15.0 for Debian 12's 2.8): code
+ *    points assigned later (about 5000 in Unicode 15.1/16.0, e.g. U+1C89,
+ *    U+A7CB) are "other" to the GPT-2 pattern and have no normalization or
+ *    grapheme rules here, where the library's newer tables may know them.
+ *  - single_word added tokens approximate Rust's \w by letters, marks,
+ *    digits, connector punctuation and joiners (Other_Alphabetic symbols
+ *    such as circled letters are not words here).
+ *  - Metaspace prepend_scheme "first" needs to know whether the text's
+ *    first character survived normalization; that is tracked exactly
+ *    through Strip, Replace, Precompiled, Prepend, Lowercase and
+ *    StripAccents, approximately through NFC/NFD/NFKC/NFKD.
+ *  - truncation and padding in tokenizer.json are ignored; decode does not
+ *    apply transformers' clean_up_tokenization_spaces (off for BART/mBART
+ *    in transformers 5).
+ *  - bare vocab.json + merges.txt (no tokenizer_config.json) give <mask>
+ *    lstrip, as BART's hub files and transformers 4 do; transformers 5
+ *    alone would not strip.
  */
 #ifndef DQBART_TOKENIZER_H
 #define DQBART_TOKENIZER_H
@@ -89,6 +109,11 @@ DQ_API dq_status dq_tokenizer_encode_batch(const dq_tokenizer *tok, const char *
 DQ_API dq_status dq_tokenizer_decode(const dq_tokenizer *tok, const int32_t *ids, int64_t n, int skip_special,
                                      char **text, int64_t *len);
 DQ_API void dq_tokenizer_free_text(char *text);
+
+/* The class of a code point in GPT-2's pre-tokenization pattern: 0 \s
+ * (White_Space), 1 \p{L}, 2 \p{N}, 3 anything else (utf8proc's Unicode
+ * data). For tests and tools. */
+DQ_API int dq_gpt2_char_class(int32_t cp);
 
 /* ---- byte-level BPE training -------------------------------------------- */
 

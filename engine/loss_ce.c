@@ -5,6 +5,7 @@
  * A plain reference implementation (CPU here, CUDA in kernels/loss_ce.cu);
  * fused, faster losses live elsewhere.
  */
+#include "cpu_math.h"
 #include "loss_ce.h"
 
 #include <math.h>
@@ -32,8 +33,7 @@ dq_status cpu_cross_entropy(dq_tensor *loss, dq_tensor *dlogits, const dq_tensor
   float inv = count ? 1.0f / (float)count : 0.0f;
   const float *x = logits->data;
   float *g = dlogits ? dlogits->data : NULL;
-#pragma omp parallel for reduction(+ : total) if (R * V > 65536)
-  for (int64_t r = 0; r < R; r++) {
+  DQ_PARALLEL_FOR_WITH_IF(R * V > 65536, "omp parallel for reduction(+ : total)", for (int64_t r = 0; r < R; r++) {
     const float *xr = x + r * V;
     float *gr = g ? g + r * V : NULL;
     int64_t y = label_at(labels, r);
@@ -53,7 +53,7 @@ dq_status cpu_cross_entropy(dq_tensor *loss, dq_tensor *dlogits, const dq_tensor
       float v = c * ((float)exp((double)xr[j] - lse) - (j == y ? 1.0f : 0.0f));
       gr[j] = accumulate ? gr[j] + v : v;
     }
-  }
+  });
   *(float *)loss->data = count ? (float)(total / (double)count) : 0.0f;
   return DQ_OK;
 }

@@ -171,9 +171,10 @@ static void carve_stack(dq_model *m, carver *c, const carve_plan *p, int decoder
       carve2(c, &st->last_out, N, D, act);
       carve1(c, &st->final_mean, N, DQ_F32);
       carve1(c, &st->final_rstd, N, DQ_F32);
+    } else if (keep_hidden) {
+      carve2(c, &st->last_out, N, D, act);
     } else {
       st->last_out = pp[layers % 2];
-      if (keep_hidden) carve2(c, &st->last_out, N, D, act);
     }
   }
   if (p->save && m->p_dropout > 0.0f) carve2(c, &st->emb_ln, N, D, act);
@@ -214,6 +215,7 @@ static void carve_all(dq_model *m, carver *c, const carve_plan *p) {
   if (p->save && m->p_activation > 0.0f) carve2(c, &m->s_actd, Nmax, F, act);
   if (p->hooks) carve2(c, &m->s_ste, Nmax, max64(D, F), act);
   carve2(c, &m->causal, T, T, act);
+  carve2(c, &m->causal_keep, T, T, act);
   int64_t btv[3] = {B, T, V};
   carve(c, &m->logits, 3, btv, act);
   carve_stack(m, c, p, 0);
@@ -245,7 +247,7 @@ dq_status model_prepare_arena(dq_model *m, int64_t B, int64_t S, int64_t T, int 
     p.keep_attn = (flags & DQ_FORWARD_ATTENTIONS) != 0;
   }
   int mode = (p.save ? 1 : 0) | (p.keep_hidden ? 2 : 0) | (p.keep_attn ? 4 : 0);
-  if (m->carved && m->B == B && m->S == S && m->T == T && m->arena_training == mode &&
+  if (m->carved && m->B == B && m->S == S && m->T == T && m->arena_mode == mode &&
       m->arena_hooks == p.hooks)
     return DQ_OK;
   carver c = {.measure = 1};
@@ -266,7 +268,7 @@ dq_status model_prepare_arena(dq_model *m, int64_t B, int64_t S, int64_t T, int 
   m->B = B;
   m->S = S;
   m->T = T;
-  m->arena_training = mode;
+  m->arena_mode = mode;
   m->arena_hooks = p.hooks;
   m->carved = 1;
   m->causal_len = 0; /* the causal mask's place may have moved */

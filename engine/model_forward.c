@@ -106,7 +106,7 @@ dq_status dq_model_forward(dq_model *m, const dq_tensor *input_ids, const dq_ten
   MODEL_TRY(stage_mask(m, &m->enc, attention_mask));
   MODEL_TRY(stage_mask(m, &m->dec, decoder_attention_mask));
   MODEL_TRY(prepare_weights(m));
-  MODEL_TRY(bart_build_masks(m, attention_mask, decoder_attention_mask));
+  MODEL_TRY(bart_build_masks(m));
   MODEL_TRY(run_stack(m, 0));
   MODEL_TRY(run_stack(m, 1));
   MODEL_TRY(bart_lm_head_forward(m));

@@ -159,14 +159,14 @@ typedef struct model_layer_act {
 
 typedef struct model_stack_act {
   int64_t len;          /* S or T */
-  dq_tensor ids;        /* [B, L] i32 */
-  dq_tensor pad;        /* [B, L] 1 keep / 0 pad (activation dtype) */
+  dq_tensor ids;        /* [B * L] the input's i32 or i64 ids */
+  dq_tensor pad;        /* [B * L] 1 keep / 0 pad (activation dtype) */
   dq_tensor mask;       /* additive: encoder [B,1,1,S]; decoder [B,1,T,T] or [1,1,T,T] */
-  dq_tensor emb;        /* [B, L, D] tokens * scale + positions: the LN input */
+  dq_tensor emb;        /* [B * L, D] tokens * scale + positions: the LN input */
   dq_tensor emb_mean, emb_rstd;
   dq_tensor emb_ln;     /* LN output, before dropout */
   uint64_t off_emb;
-  dq_tensor *hidden;    /* [layers + 1] of [B, L, D] */
+  dq_tensor *hidden;    /* [layers + 1] of [B * L, D] (shown as [B, L, D]) */
   dq_tensor final_mean, final_rstd; /* mBART final layer_norm */
   dq_tensor last_out;   /* mBART: the last layer's output (the final LN input) */
   model_layer_act *layers;
@@ -206,7 +206,7 @@ struct dq_model {
   /* activations */
   dq_tensor arena;   /* bytes */
   int64_t arena_bytes;
-  int arena_training, arena_flags, arena_hooks; /* what the carving was for */
+  int arena_mode, arena_hooks; /* what the carving was for (model_arena.c) */
   int64_t B, S, T;   /* shape of the last forward */
   int carved;
   int forward_flags;
@@ -215,8 +215,10 @@ struct dq_model {
   model_stack_act enc, dec;
   dq_tensor logits;  /* [B, T, V] */
   dq_tensor causal;  /* [T, T] additive */
+  dq_tensor causal_keep; /* [T, T] 1 on and below the diagonal */
   int64_t causal_len;
-  uint16_t *host_mask; size_t host_mask_cap; /* staging for the causal mask */
+  void *host_mask;   /* host staging for the causal mask */
+  size_t host_mask_cap;
   /* shared scratch */
   dq_tensor s_proj;    /* [Nmax, 3D] fused projection output before the head permute */
   dq_tensor s_attn1, s_attn2; /* [max attention] */
@@ -229,7 +231,7 @@ struct dq_model {
   dq_tensor g_heads;   /* [Nmax, 3D] */
   dq_tensor g_proj;    /* [Nmax, 3D] */
   dq_tensor g_ff;      /* [Nmax, F] */
-  dq_tensor g_enc;     /* [B, S, D] gradient of the encoder output */
+  dq_tensor g_enc;     /* [B * S, D] gradient of the encoder output */
   dq_tensor g_row;     /* [D] f32: the padding row's gradient, kept aside */
 
   /* injection buffers per output kind, model_num_outputs(kind) each */
@@ -330,7 +332,8 @@ int bart_dropout_active(const dq_model *m, float p);
 
 /* ---- bart_embed.c ---------------------------------------------------------------------- */
 
-dq_status bart_build_masks(dq_model *m, const dq_tensor *attention_mask, const dq_tensor *decoder_attention_mask);
+/* Additive attention masks from the staged keep flags and the causal mask. */
+dq_status bart_build_masks(dq_model *m);
 dq_status bart_embed_forward(dq_model *m, int decoder);
 dq_status bart_embed_backward(dq_model *m, int decoder, dq_tensor *dh0);
 dq_status bart_final_norm_forward(dq_model *m, int decoder);

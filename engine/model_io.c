@@ -132,6 +132,14 @@ dq_status dq_model_load(dq_model **out, const char *dir, int device, int dtype) 
   return DQ_OK;
 }
 
+dq_status dq_model_init(dq_model **out, const char *dir, int device, int dtype) {
+  if (!out || !dir) return dq_fail(DQ_ERR_ARGUMENT, "dq_model_init: out or dir is NULL");
+  *out = NULL;
+  dq_bart_config cfg;
+  MODEL_TRY(dq_bart_config_load(&cfg, dir));
+  return model_create(out, &cfg, device, dtype, dir);
+}
+
 /* ---- saving -------------------------------------------------------------------------- */
 
 static const char *const tokenizer_files[] = {"vocab.json",          "merges.txt",  "tokenizer.json",

@@ -12,6 +12,7 @@
  */
 #include "model_internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,18 @@ typedef struct layout_builder {
   int cap;
   int64_t next; /* next free element */
 } layout_builder;
+
+/* A parameter name; names past MODEL_NAME_CAP are refused, not cut. */
+static dq_status name_of(char *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static dq_status name_of(char *out, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(out, MODEL_NAME_CAP, fmt, ap);
+  va_end(ap);
+  if (n < 0 || n >= MODEL_NAME_CAP)
+    return dq_fail(DQ_ERR_INTERNAL, "model: parameter name '%s...' is longer than %d bytes", out, MODEL_NAME_CAP - 1);
+  return DQ_OK;
+}
 
 static dq_status add_param(layout_builder *lb, const char *name, int ndim, int64_t d0, int64_t d1, int aligned,
                            int64_t *offset) {
@@ -37,7 +50,7 @@ static dq_status add_param(layout_builder *lb, const char *name, int ndim, int64
   if (aligned) lb->next = (lb->next + PARAM_ALIGN - 1) / PARAM_ALIGN * PARAM_ALIGN;
   model_param *p = &m->params[m->num_params++];
   memset(p, 0, sizeof *p);
-  snprintf(p->name, sizeof p->name, "%s", name);
+  memcpy(p->name, name, strlen(name) + 1);
   p->ndim = ndim;
   p->shape[0] = d0;
   p->shape[1] = ndim > 1 ? d1 : 0;
@@ -51,9 +64,9 @@ static dq_status add_param(layout_builder *lb, const char *name, int ndim, int64
 static dq_status add_norm(layout_builder *lb, const char *prefix, int64_t dim, model_norm *n) {
   char name[MODEL_NAME_CAP];
   n->dim = dim;
-  snprintf(name, sizeof name, "%s.weight", prefix);
+  MODEL_TRY(name_of(name, "%s.weight", prefix));
   MODEL_TRY(add_param(lb, name, 1, dim, 0, 1, &n->w_off));
-  snprintf(name, sizeof name, "%s.bias", prefix);
+  MODEL_TRY(name_of(name, "%s.bias", prefix));
   return add_param(lb, name, 1, dim, 0, 1, &n->b_off);
 }
 
@@ -61,9 +74,9 @@ static dq_status add_linear(layout_builder *lb, const char *prefix, int64_t out,
   char name[MODEL_NAME_CAP];
   l->out = out;
   l->in = in;
-  snprintf(name, sizeof name, "%s.weight", prefix);
+  MODEL_TRY(name_of(name, "%s.weight", prefix));
   MODEL_TRY(add_param(lb, name, 2, out, in, 1, &l->w_off));
-  snprintf(name, sizeof name, "%s.bias", prefix);
+  MODEL_TRY(name_of(name, "%s.bias", prefix));
   return add_param(lb, name, 1, out, 0, 1, &l->b_off);
 }
 
@@ -75,11 +88,11 @@ static dq_status add_fused(layout_builder *lb, const char *prefix, const char *c
   l->out = d * count;
   l->in = d;
   for (int i = 0; i < count; i++) {
-    snprintf(name, sizeof name, "%s.%s_proj.weight", prefix, names[i]);
+    MODEL_TRY(name_of(name, "%s.%s_proj.weight", prefix, names[i]));
     MODEL_TRY(add_param(lb, name, 2, d, d, i == 0, i == 0 ? &l->w_off : NULL));
   }
   for (int i = 0; i < count; i++) {
-    snprintf(name, sizeof name, "%s.%s_proj.bias", prefix, names[i]);
+    MODEL_TRY(name_of(name, "%s.%s_proj.bias", prefix, names[i]));
     MODEL_TRY(add_param(lb, name, 1, d, 0, i == 0, i == 0 ? &l->b_off : NULL));
   }
   return DQ_OK;
@@ -96,39 +109,39 @@ static dq_status layout_stack(layout_builder *lb, int decoder) {
   char name[MODEL_NAME_CAP], prefix[MODEL_NAME_CAP];
   static const char *const qkv[3] = {"q", "k", "v"};
 
-  snprintf(name, sizeof name, "%s.embed_positions.weight", stack);
+  MODEL_TRY(name_of(name, "%s.embed_positions.weight", stack));
   MODEL_TRY(add_param(lb, name, 2, (int64_t)c->max_position_embeddings + 2, d, 1, &w->pos_off));
-  snprintf(prefix, sizeof prefix, "%s.layernorm_embedding", stack);
+  MODEL_TRY(name_of(prefix, "%s.layernorm_embedding", stack));
   MODEL_TRY(add_norm(lb, prefix, d, &w->ln_emb));
   w->layers = calloc((size_t)(layers > 0 ? layers : 1), sizeof *w->layers);
   if (!w->layers) return dq_fail(DQ_ERR_MEMORY, "model: out of host memory for the layer table");
   for (int i = 0; i < layers; i++) {
     model_layer_w *L = &w->layers[i];
-    snprintf(prefix, sizeof prefix, "%s.layers.%d.self_attn", stack, i);
+    MODEL_TRY(name_of(prefix, "%s.layers.%d.self_attn", stack, i));
     MODEL_TRY(add_fused(lb, prefix, qkv, 3, d, &L->self_qkv));
-    snprintf(prefix, sizeof prefix, "%s.layers.%d.self_attn.out_proj", stack, i);
+    MODEL_TRY(name_of(prefix, "%s.layers.%d.self_attn.out_proj", stack, i));
     MODEL_TRY(add_linear(lb, prefix, d, d, &L->self_out));
-    snprintf(prefix, sizeof prefix, "%s.layers.%d.self_attn_layer_norm", stack, i);
+    MODEL_TRY(name_of(prefix, "%s.layers.%d.self_attn_layer_norm", stack, i));
     MODEL_TRY(add_norm(lb, prefix, d, &L->self_ln));
     if (decoder) {
-      snprintf(prefix, sizeof prefix, "%s.layers.%d.encoder_attn", stack, i);
+      MODEL_TRY(name_of(prefix, "%s.layers.%d.encoder_attn", stack, i));
       /* q alone (decoder input), then k, v adjacent (encoder output). */
       MODEL_TRY(add_fused(lb, prefix, qkv, 1, d, &L->cross_q));
       MODEL_TRY(add_fused(lb, prefix, qkv + 1, 2, d, &L->cross_kv));
-      snprintf(prefix, sizeof prefix, "%s.layers.%d.encoder_attn.out_proj", stack, i);
+      MODEL_TRY(name_of(prefix, "%s.layers.%d.encoder_attn.out_proj", stack, i));
       MODEL_TRY(add_linear(lb, prefix, d, d, &L->cross_out));
-      snprintf(prefix, sizeof prefix, "%s.layers.%d.encoder_attn_layer_norm", stack, i);
+      MODEL_TRY(name_of(prefix, "%s.layers.%d.encoder_attn_layer_norm", stack, i));
       MODEL_TRY(add_norm(lb, prefix, d, &L->cross_ln));
     }
-    snprintf(prefix, sizeof prefix, "%s.layers.%d.fc1", stack, i);
+    MODEL_TRY(name_of(prefix, "%s.layers.%d.fc1", stack, i));
     MODEL_TRY(add_linear(lb, prefix, ffn, d, &L->fc1));
-    snprintf(prefix, sizeof prefix, "%s.layers.%d.fc2", stack, i);
+    MODEL_TRY(name_of(prefix, "%s.layers.%d.fc2", stack, i));
     MODEL_TRY(add_linear(lb, prefix, d, ffn, &L->fc2));
-    snprintf(prefix, sizeof prefix, "%s.layers.%d.final_layer_norm", stack, i);
+    MODEL_TRY(name_of(prefix, "%s.layers.%d.final_layer_norm", stack, i));
     MODEL_TRY(add_norm(lb, prefix, d, &L->final_ln));
   }
   if (m->is_mbart) {
-    snprintf(prefix, sizeof prefix, "%s.layer_norm", stack);
+    MODEL_TRY(name_of(prefix, "%s.layer_norm", stack));
     MODEL_TRY(add_norm(lb, prefix, d, &w->ln_final));
   }
   return DQ_OK;

@@ -27,7 +27,10 @@ struct tk_charsmap {
   size_t n_units;
   char *normalized;
   size_t n_normalized;
+  uint8_t ascii_rule[128]; /* 1 where a single ASCII byte has a rule */
 };
+
+static const char *transform(const tk_charsmap *m, const char *s, size_t n, size_t *len);
 
 static inline uint32_t unit_offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
 static inline int unit_has_leaf(uint32_t u) { return (u >> 8) & 1; }
@@ -59,6 +62,11 @@ dq_status tk_charsmap_new(const unsigned char *blob, size_t n, const char *sourc
   if (tk_utf8_valid_prefix(m->normalized, rest) != rest) {
     tk_charsmap_free(m);
     return dq_fail(DQ_ERR_FORMAT, "%s: the replacement strings of precompiled_charsmap are not valid UTF-8", source);
+  }
+  for (int b = 0; b < 128; b++) {
+    char c = (char)b;
+    size_t len;
+    m->ascii_rule[b] = transform(m, &c, 1, &len) != NULL;
   }
   *out = m;
   return DQ_OK;
@@ -95,6 +103,22 @@ static const char *transform(const tk_charsmap *m, const char *s, size_t n, size
   return NULL;
 }
 
+/* Unassigned code points that are Default_Ignorable have the grapheme
+ * break property Control (UAX #29), which utf8proc's tables leave out:
+ * they break on both sides, as in the library's unicode-segmentation. */
+static int unassigned_control(int32_t cp) {
+  return cp == 0x2065 || (cp >= 0xFFF0 && cp <= 0xFFF8) || cp == 0xE0000 || (cp >= 0xE0002 && cp <= 0xE001F) ||
+         (cp >= 0xE0080 && cp <= 0xE00FF) || (cp >= 0xE01F0 && cp <= 0xE0FFF);
+}
+
+static int grapheme_break(int32_t c1, int32_t c2, utf8proc_int32_t *state) {
+  if (unassigned_control(c1) || unassigned_control(c2)) {
+    *state = 0;
+    return 1;
+  }
+  return utf8proc_grapheme_break_stateful(c1, c2, state);
+}
+
 static int emit(tk_buf *out, const char *p, size_t n, size_t in_start, size_t lead_in, size_t *lead_out) {
   if (lead_out && in_start < lead_in && out->len == *lead_out) *lead_out += n;
   return tk_buf_put(out, p, n);
@@ -106,13 +130,29 @@ dq_status tk_charsmap_apply(const tk_charsmap *m, const char *in, size_t n, tk_b
   utf8proc_int32_t state = 0;
   size_t i = 0;
   while (i < n) {
+    /* fast path: a run of ASCII characters without rules, each its own
+     * grapheme (the next character is ASCII too and not CR LF); the break
+     * state after one is what a fresh start gives */
+    size_t run = i;
+    while (run < n && run >= lead_in) {
+      unsigned char c = (unsigned char)in[run];
+      if (c >= 0x80 || m->ascii_rule[c]) break;
+      if (run + 1 < n && ((unsigned char)in[run + 1] >= 0x80 || (c == '\r' && in[run + 1] == '\n'))) break;
+      run++;
+    }
+    if (run > i) {
+      if (tk_buf_put(out, in + i, run - i)) goto oom;
+      i = run;
+      state = 0;
+      continue;
+    }
     size_t len;
     int32_t c1 = tk_utf8_next(in + i, n - i, &len);
     size_t j = i + len;
     while (j < n) {
       size_t l2;
       int32_t c2 = tk_utf8_next(in + j, n - j, &l2);
-      if (utf8proc_grapheme_break_stateful(c1, c2, &state)) break;
+      if (grapheme_break(c1, c2, &state)) break;
       c1 = c2;
       j += l2;
     }

@@ -32,6 +32,11 @@ typedef struct re_branch {
 struct tk_regex {
   re_branch *branches;
   size_t n;
+  /* where a match can start: at 0 when a branch begins with \A, at a byte
+   * in first_byte when one begins with a literal; no filter when a branch
+   * begins otherwise */
+  int filtered, at_begin;
+  uint8_t first_byte[256];
 };
 
 void tk_regex_free(tk_regex *re) {
@@ -160,6 +165,19 @@ dq_status tk_regex_compile(const char *p, size_t n, const char *source, tk_regex
     tk_regex_free(re);
     return st;
   }
+  re->filtered = 1;
+  for (size_t b = 0; b < re->n; b++) {
+    const re_item *first = &re->branches[b].items[0];
+    if (first->kind == IT_BEGIN) {
+      re->at_begin = 1;
+    } else if (first->kind == IT_CHAR && first->min >= 1) {
+      char u[4];
+      tk_utf8_encode(first->cp, u);
+      re->first_byte[(unsigned char)u[0]] = 1;
+    } else {
+      re->filtered = 0;
+    }
+  }
   *out = re;
   return DQ_OK;
 }
@@ -221,6 +239,11 @@ static long match_from(const re_branch *b, size_t k, const char *s, size_t n, si
 
 int tk_regex_find(const tk_regex *re, const char *s, size_t n, size_t from, size_t *ms, size_t *me) {
   for (size_t start = from; start <= n;) {
+    if (re->filtered && !(start == 0 && re->at_begin)) {
+      /* skip to the next byte a match can start with */
+      while (start < n && !re->first_byte[(unsigned char)s[start]]) start++;
+      if (start >= n) return 0;
+    }
     for (size_t b = 0; b < re->n; b++) {
       long end = match_from(&re->branches[b], 0, s, n, start);
       if (end >= 0) {

@@ -11,6 +11,10 @@
  * Oniguruma's \s matches on UTF-8 text (TAB..CR, space, U+0085, U+00A0,
  * U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000; not the
  * zero-width space U+200B nor U+180E, which are format characters).
+ * spec/fixtures/tokenizers/gpt2_classes.txt holds the class of every code
+ * point as the library sees it; they agree except on code points assigned
+ * after utf8proc's Unicode version (utf8proc calls them unassigned, Cn,
+ * and they class as "other" here).
  */
 #include "tokenizer_internal.h"
 
@@ -36,6 +40,11 @@ static int class_of_cp(int32_t cp) {
 
 static void init_ascii(void) {
   for (int c = 0; c < 128; c++) ascii_class[c] = (unsigned char)class_of_cp(c);
+}
+
+int dq_gpt2_char_class(int32_t cp) {
+  if (cp < 0 || cp > 0x10FFFF) return CLS_OTHER;
+  return class_of_cp(cp);
 }
 
 /* Class of the code point at s[i..n) and its byte length. */

@@ -90,8 +90,11 @@ static dq_status encode_segment(const dq_tokenizer *t, tk_work *w, const char *s
   size_t rep_len = tk_utf8_encode(p->replacement, rep);
   tk_buf *b = &w->pre;
   b->len = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == ' ' ? tk_buf_put(b, rep, rep_len) : tk_buf_putc(b, s[i])) return oom("tokenizer");
+  for (size_t i = 0; i < n;) {
+    const char *sp = memchr(s + i, ' ', n - i);
+    size_t end = sp ? (size_t)(sp - s) : n;
+    if (tk_buf_put(b, s + i, end - i) || (sp && tk_buf_put(b, rep, rep_len))) return oom("tokenizer");
+    i = end + 1;
   }
   int starts = b->len >= rep_len && memcmp(b->data, rep, rep_len) == 0;
   int prepend = !starts && (p->prepend_scheme == TK_PREPEND_ALWAYS || (p->prepend_scheme == TK_PREPEND_FIRST && at_origin));
@@ -284,6 +287,7 @@ int dq_tokenizer_is_special(const dq_tokenizer *t, int32_t id) {
 dq_status dq_tokenizer_set_template(dq_tokenizer *t, const char *single) {
   if (!t || !single) return dq_fail(DQ_ERR_ARGUMENT, "dq_tokenizer_set_template: NULL argument");
   tk_template_item items[TK_MAX_TEMPLATE];
+  memset(items, 0, sizeof items);
   int n = 0, seq = 0;
   const char *p = single;
   dq_status st = DQ_OK;
@@ -323,8 +327,7 @@ dq_status dq_tokenizer_set_template(dq_tokenizer *t, const char *single) {
   if (!st && n > 0 && seq != 1)
     st = dq_fail(DQ_ERR_ARGUMENT, "dq_tokenizer_set_template: \"%s\" must hold $A exactly once (found %d)", single, seq);
   if (st) {
-    for (int k = 0; k < n; k++) free(items[k].ids);
-    if (n < TK_MAX_TEMPLATE) free(items[n].ids);
+    for (int k = 0; k < TK_MAX_TEMPLATE; k++) free(items[k].ids);
     return st;
   }
   for (int k = 0; k < t->n_template; k++) free(t->template_items[k].ids);

@@ -98,7 +98,12 @@ dq_status tk_matcher_build(tk_matcher *m, const char *const *keys, const size_t 
     if (lens[i]) c.order[kept++] = i;
   qsort_r(c.order, kept, sizeof *c.order, cmp_keys, &c);
   int failed = new_node(&c) < 0 || build(&c, 0, 0, kept, 0);
-  for (size_t i = 0; i < kept && !failed; i++) m->first_byte[(unsigned char)keys[c.order[i]][0]] = 1;
+  for (size_t i = 0; i < kept && !failed; i++) {
+    const unsigned char *k = (const unsigned char *)keys[c.order[i]];
+    m->first_byte[k[0]] = 1;
+    if (lens[c.order[i]] == 1) m->short_key[k[0]] = 1;
+    else m->pair_bits[(k[0] * 256 + k[1]) >> 3] |= (uint8_t)(1u << (k[1] & 7));
+  }
   free(c.order);
   if (failed) {
     tk_matcher_free(m);
@@ -173,9 +178,18 @@ int tk_split_added(const dq_tokenizer *t, const tk_matcher *m, const char *s, si
   size_t start_offset = 0, i = 0;
   if (m->n_nodes > 1) {
     while (i < n) {
-      if (!m->first_byte[(unsigned char)s[i]]) {
+      unsigned char b0 = (unsigned char)s[i];
+      if (!m->first_byte[b0]) {
         i++;
         continue;
+      }
+      /* most bytes start no token: look at the next byte before the trie */
+      if (!m->short_key[b0]) {
+        unsigned char b1 = i + 1 < n ? (unsigned char)s[i + 1] : 0;
+        if (i + 1 >= n || !(m->pair_bits[(b0 * 256 + b1) >> 3] & (1u << (b1 & 7)))) {
+          i++;
+          continue;
+        }
       }
       size_t len = 0;
       int32_t idx = tk_matcher_longest(m, s + i, n - i, &len);

@@ -174,6 +174,8 @@ typedef struct tk_matcher {
   tk_trie_edge *edges;
   size_t n_edges;
   uint8_t first_byte[256]; /* 1 where some token starts with that byte */
+  uint8_t short_key[256];  /* 1 where a one-byte token is that byte */
+  uint8_t pair_bits[8192]; /* bit b0 * 256 + b1: a token starts with b0 b1 */
 } tk_matcher;
 
 /* The child of `node` along byte b, or -1 (edges are sorted by byte). */
@@ -320,6 +322,7 @@ struct dq_tokenizer {
   char *source; /* the file it came from, for messages */
   /* vocabulary: id -> token (model vocab and added tokens) */
   int32_t vocab_size; /* 1 + the largest id */
+  int32_t id_token_cap;
   char **id_token;    /* NULL where an id has no token */
   uint32_t *id_token_len;
   tk_strmap model_vocab; /* token -> id of the model */

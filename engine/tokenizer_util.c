@@ -175,9 +175,16 @@ void tk_strmap_free(tk_strmap *m) {
 
 /* ---- u64 map --------------------------------------------------------------------- */
 
+/* murmur3's 64-bit finalizer: every key bit reaches the low bits (pair keys
+ * differ mostly in their high or low half). */
 static inline size_t u64_slot(uint64_t key, size_t nslots) {
-  uint64_t h = key * 0x9E3779B97F4A7C15ull;
-  return (size_t)(h >> 17) & (nslots - 1);
+  uint64_t h = key;
+  h ^= h >> 33;
+  h *= 0xFF51AFD7ED558CCDull;
+  h ^= h >> 33;
+  h *= 0xC4CEB9FE1A85EC53ull;
+  h ^= h >> 33;
+  return (size_t)h & (nslots - 1);
 }
 
 uint64_t *tk_u64map_get(const tk_u64map *m, uint64_t key) {

@@ -13,20 +13,21 @@
 
 dq_status tk_set_id_token(dq_tokenizer *t, int32_t id, const char *s, size_t n) {
   if (id < 0) return dq_fail(DQ_ERR_FORMAT, "%s: token \"%.*s\" has a negative id %d", t->source, (int)n, s, id);
-  if (id >= t->vocab_size) {
-    int32_t size = t->vocab_size ? t->vocab_size : 256;
-    while (size <= id) size = size > (1 << 29) ? id + 1 : size * 2;
-    char **tokens = realloc(t->id_token, (size_t)size * sizeof *tokens);
+  if (id >= t->id_token_cap) {
+    int32_t cap = t->id_token_cap ? t->id_token_cap : 256;
+    while (cap <= id) cap = cap > (1 << 29) ? id + 1 : cap * 2;
+    char **tokens = realloc(t->id_token, (size_t)cap * sizeof *tokens);
     if (tokens) t->id_token = tokens;
-    uint32_t *lens = realloc(t->id_token_len, (size_t)size * sizeof *lens);
+    uint32_t *lens = realloc(t->id_token_len, (size_t)cap * sizeof *lens);
     if (lens) t->id_token_len = lens;
-    if (!tokens || !lens) return dq_fail(DQ_ERR_MEMORY, "%s: out of memory for %d tokens", t->source, size);
-    for (int32_t i = t->vocab_size; i < size; i++) {
+    if (!tokens || !lens) return dq_fail(DQ_ERR_MEMORY, "%s: out of memory for %d tokens", t->source, cap);
+    for (int32_t i = t->id_token_cap; i < cap; i++) {
       t->id_token[i] = NULL;
       t->id_token_len[i] = 0;
     }
-    t->vocab_size = id + 1;
+    t->id_token_cap = cap;
   }
+  if (id >= t->vocab_size) t->vocab_size = id + 1;
   if (t->id_token[id]) {
     if (t->id_token_len[id] == n && memcmp(t->id_token[id], s, n) == 0) return DQ_OK;
     free(t->id_token[id]);

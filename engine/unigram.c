@@ -62,9 +62,12 @@ static dq_status missing_unk(const dq_tokenizer *t, const char *piece, size_t n)
                  "outside its vocabulary", t->source, (int)(n > 64 ? 64 : n), piece);
 }
 
-/* Append the ids of one token string s[a..b) (node id `id`) of the best path. */
-static dq_status emit_token(const dq_tokenizer *t, const char *s, size_t a, size_t b, tk_ids *out) {
+/* Append the ids of one token string s[a..b) of the best path; `id` is its
+ * piece, or -1 for a run of unknown characters (looked up again as the
+ * library does: the fused string may be a piece). */
+static dq_status emit_token(const dq_tokenizer *t, const char *s, size_t a, size_t b, int32_t id, tk_ids *out) {
   const tk_unigram *u = &t->unigram;
+  if (id >= 0) return tk_ids_push(out, id) ? oom() : DQ_OK;
   const int32_t *v = tk_strmap_get(&t->model_vocab, s + a, b - a);
   if (v) return tk_ids_push(out, *v) ? oom() : DQ_OK;
   if (u->byte_fallback) {
@@ -125,7 +128,7 @@ dq_status tk_unigram_encode(const dq_tokenizer *t, tk_work *w, const char *s, si
     }
     at += mblen;
   }
-  /* backtrack into (start, end) pairs, fusing runs of unknowns */
+  /* backtrack into (start, end, piece or -1) triples, fusing runs of unknowns */
   tk_ids *path = &w->tmp_ids;
   path->len = 0;
   size_t end = n, unk_end = 0;
@@ -136,16 +139,19 @@ dq_status tk_unigram_encode(const dq_tokenizer *t, tk_work *w, const char *s, si
       if (!in_unk) unk_end = end;
       in_unk = 1;
     } else {
-      if (in_unk && (tk_ids_push(path, (int32_t)end) || tk_ids_push(path, (int32_t)unk_end))) return oom();
+      if (in_unk && (tk_ids_push(path, (int32_t)end) || tk_ids_push(path, (int32_t)unk_end) || tk_ids_push(path, -1)))
+        return oom();
       in_unk = 0;
-      if (tk_ids_push(path, (int32_t)start) || tk_ids_push(path, (int32_t)end)) return oom();
+      if (tk_ids_push(path, (int32_t)start) || tk_ids_push(path, (int32_t)end) || tk_ids_push(path, node_id[end]))
+        return oom();
     }
     end = start;
   }
-  if (in_unk && (tk_ids_push(path, 0) || tk_ids_push(path, (int32_t)unk_end))) return oom();
+  if (in_unk && (tk_ids_push(path, 0) || tk_ids_push(path, (int32_t)unk_end) || tk_ids_push(path, -1))) return oom();
   size_t first = out->len;
-  for (size_t k = path->len; k >= 2; k -= 2) {
-    dq_status st = emit_token(t, s, (size_t)path->data[k - 2], (size_t)path->data[k - 1], out);
+  for (size_t k = path->len; k >= 3; k -= 3) {
+    const int32_t *e = path->data + k - 3;
+    dq_status st = emit_token(t, s, (size_t)e[0], (size_t)e[1], e[2], out);
     if (st) return st;
   }
   tk_cache_store(w, s, n, out->data + first, out->len - first);

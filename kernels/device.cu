@@ -171,7 +171,9 @@ static dq_status pool_alloc(const char *op, int device, int64_t bytes, void **pt
   return DQ_OK;
 }
 
-dq_status cuda_alloc(int device, int64_t bytes, void **ptr) { return pool_alloc("dq_tensor_empty", device, bytes, ptr); }
+dq_status cuda_alloc(int device, int64_t bytes, void **ptr) {
+  return pool_alloc("dq_tensor_empty", device, bytes, ptr);
+}
 
 void cuda_free(int device, void *ptr) {
   if (!ptr || device < 0 || device >= MAX_DEVICES) return;

@@ -88,7 +88,9 @@ dq_status cuda_axpby(dq_tensor *y, const dq_tensor *x, float alpha, float beta) 
 template <typename X> struct leading_value {
   const X *x;
   int64_t cols;
-  __device__ __forceinline__ void operator()(int64_t r, int64_t c, float *v) const { v[0] = dq_to_f32(x[r * cols + c]); }
+  __device__ __forceinline__ void operator()(int64_t r, int64_t c, float *v) const {
+    v[0] = dq_to_f32(x[r * cols + c]);
+  }
 };
 
 dq_status cuda_sum_leading(dq_tensor *out, const dq_tensor *x, int accumulate) {
@@ -121,11 +123,13 @@ dq_status cuda_sum_leading(dq_tensor *out, const dq_tensor *x, int accumulate) {
 
 /* ---- GELU (exact erf form) and ReLU -------------------------------------------------- */
 
-#define DQ_SQRT1_2 0.70710678118654752440f
 #define DQ_INV_SQRT_2PI 0.39894228040143267794f
 
+/* Phi(x) through normcdff (erfc based) rather than 0.5 * (1 + erff(x /
+ * sqrt(2))), which cancels for negative x: the tail keeps its relative
+ * accuracy, as the CPU's dq_normal_cdf does. */
 struct gelu_fwd {
-  __device__ __forceinline__ float operator()(float x) const { return x * (0.5f * (1.0f + erff(x * DQ_SQRT1_2))); }
+  __device__ __forceinline__ float operator()(float x) const { return x * normcdff(x); }
 };
 struct relu_fwd {
   __device__ __forceinline__ float operator()(float x) const { return x > 0.0f ? x : 0.0f; }
@@ -133,9 +137,8 @@ struct relu_fwd {
 /* d/dx [x * Phi(x)] = Phi(x) + x * phi(x) */
 struct gelu_bwd {
   __device__ __forceinline__ float operator()(float dy, float x) const {
-    float cdf = 0.5f * (1.0f + erff(x * DQ_SQRT1_2));
     float pdf = expf(-0.5f * x * x) * DQ_INV_SQRT_2PI;
-    return dy * (cdf + x * pdf);
+    return dy * (normcdff(x) + x * pdf);
   }
 };
 struct relu_bwd {
@@ -146,7 +149,8 @@ template <typename T, typename F> __global__ void unary_kernel(T *out, const T *
   DQ_GRID_STRIDE(i, n) out[i] = dq_from_f32<T>(f(dq_to_f32(x[i])));
 }
 
-template <typename T, typename F> __global__ void unary_backward_kernel(T *dx, const T *dy, const T *x, int64_t n, F f) {
+template <typename T, typename F>
+__global__ void unary_backward_kernel(T *dx, const T *dy, const T *x, int64_t n, F f) {
   DQ_GRID_STRIDE(i, n) dx[i] = dq_from_f32<T>(f(dq_to_f32(dy[i]), dq_to_f32(x[i])));
 }
 

@@ -79,17 +79,27 @@ __global__ void embedding_keys_kernel(uint32_t *keys, uint32_t *tokens_of, const
   }
 }
 
-/* Block p handles sorted position p when it starts a run of one id. */
+/* Block p handles sorted position p when it starts a run of one id. The
+ * run's end is found by binary search (keys are sorted), so the summing
+ * loop has known bounds and its loads can be in flight together. */
 template <typename W, typename G>
 __global__ void embedding_backward_kernel(W *dweight, const G *dout, const uint32_t *keys, const uint32_t *tokens_of,
                                           int64_t n, int64_t rows, int64_t dim) {
   for (int64_t p = blockIdx.x; p < n; p += gridDim.x) {
     uint32_t id = keys[p];
     if (id >= rows || (p > 0 && keys[p - 1] == id)) continue;
+    int64_t lo = p + 1, hi = n; /* first position after p with another key */
+    while (lo < hi) {
+      int64_t mid = lo + (hi - lo) / 2;
+      if (keys[mid] == id) lo = mid + 1;
+      else hi = mid;
+    }
+    int64_t end = lo;
     W *row = dweight + (int64_t)id * dim;
     for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
       float acc = dq_to_f32(row[c]);
-      for (int64_t q = p; q < n && keys[q] == id; q++) acc += dq_to_f32(dout[(int64_t)tokens_of[q] * dim + c]);
+#pragma unroll 4
+      for (int64_t q = p; q < end; q++) acc += dq_to_f32(dout[(int64_t)tokens_of[q] * dim + c]);
       row[c] = dq_from_f32<W>(acc);
     }
   }

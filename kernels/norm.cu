@@ -112,6 +112,36 @@ static dq_status finish_param_grad(const char *op, dq_tensor *g, const float *pa
   return DQ_OK;
 }
 
+/* dweight (+)= sum over rows of dy * xhat, dbias (+)= sum of dy, either
+ * may be NULL: the two column sums in one pass over dy and x. */
+static dq_status layernorm_param_grads(const char *op, dq_tensor *dweight, dq_tensor *dbias, const dq_tensor *dy,
+                                       const dq_tensor *x, const dq_tensor *mean, const dq_tensor *rstd,
+                                       int accumulate, cudaStream_t stream) {
+  int64_t cols = dq_cols(x), rows = dq_rows(x);
+  dq_colsum_plan plan = dq_colsum_plan_for(rows, cols);
+  float *partial; /* [2][chunks][cols]: dweight's partial sums, then dbias's */
+  DQ_TRY(dq_cuda_scratch(op, x->device, (size_t)(2 * plan.chunks * cols) * sizeof(float), (void **)&partial));
+  auto run = [&]() -> dq_status {
+    DQ_DISPATCH_FLOAT(x->dtype, T, {
+      norm_param_grads<T> f = {(const T *)dy->data, (const T *)x->data, (const float *)mean->data,
+                               (const float *)rstd->data, cols};
+      dq_colsum_partial_kernel<2><<<dq_colsum_grid(plan), dq_colsum_block(), 0, stream>>>(f, partial, plan);
+    });
+    DQ_LAUNCHED("dq_colsum_partial_kernel");
+    const float *dbias_partial = partial + plan.chunks * cols;
+    if (dweight)
+      DQ_DISPATCH_FLOAT(dweight->dtype, O,
+                        DQ_TRY(finish_param_grad<O>(op, dweight, partial, plan, accumulate, stream)));
+    if (dbias)
+      DQ_DISPATCH_FLOAT(dbias->dtype, O,
+                        DQ_TRY(finish_param_grad<O>(op, dbias, dbias_partial, plan, accumulate, stream)));
+    return DQ_OK;
+  };
+  dq_status st = run();
+  dq_cuda_scratch_free(x->device, partial);
+  return st;
+}
+
 dq_status cuda_layernorm_backward(dq_tensor *dx, dq_tensor *dweight, dq_tensor *dbias, const dq_tensor *dy,
                                   const dq_tensor *x, const dq_tensor *weight, const dq_tensor *mean,
                                   const dq_tensor *rstd, int accumulate) {
@@ -119,6 +149,8 @@ dq_status cuda_layernorm_backward(dq_tensor *dx, dq_tensor *dweight, dq_tensor *
   cudaStream_t stream;
   DQ_TRY(dq_cuda_begin(op, x->device, &stream));
   int64_t cols = dq_cols(x), rows = dq_rows(x);
+  /* Parameter gradients first: dx may alias dy (or x), which they read. */
+  if (dweight || dbias) DQ_TRY(layernorm_param_grads(op, dweight, dbias, dy, x, mean, rstd, accumulate, stream));
   bool warp = dq_row_use_warp(cols);
   unsigned grid = dq_row_blocks(rows, warp);
   DQ_DISPATCH_FLOAT(x->dtype, T, {
@@ -132,25 +164,5 @@ dq_status cuda_layernorm_backward(dq_tensor *dx, dq_tensor *dweight, dq_tensor *
           (const float *)mean->data, (const float *)rstd->data, rows, cols);
   });
   DQ_LAUNCHED("layernorm_backward_kernel");
-  if (!dweight && !dbias) return DQ_OK;
-
-  dq_colsum_plan plan = dq_colsum_plan_for(rows, cols);
-  float *partial; /* [2][chunks][cols]: dweight's partial sums, then dbias's */
-  DQ_TRY(dq_cuda_scratch(op, x->device, (size_t)(2 * plan.chunks * cols) * sizeof(float), (void **)&partial));
-  auto run = [&]() -> dq_status {
-    DQ_DISPATCH_FLOAT(x->dtype, T, {
-      norm_param_grads<T> f = {(const T *)dy->data, (const T *)x->data, (const float *)mean->data,
-                               (const float *)rstd->data, cols};
-      dq_colsum_partial_kernel<2><<<dq_colsum_grid(plan), dq_colsum_block(), 0, stream>>>(f, partial, plan);
-    });
-    DQ_LAUNCHED("dq_colsum_partial_kernel");
-    if (dweight) DQ_DISPATCH_FLOAT(dweight->dtype, O, DQ_TRY(finish_param_grad<O>(op, dweight, partial, plan, accumulate, stream)));
-    if (dbias)
-      DQ_DISPATCH_FLOAT(dbias->dtype, O,
-                        DQ_TRY(finish_param_grad<O>(op, dbias, partial + plan.chunks * cols, plan, accumulate, stream)));
-    return DQ_OK;
-  };
-  dq_status st = run();
-  dq_cuda_scratch_free(x->device, partial);
-  return st;
+  return DQ_OK;
 }

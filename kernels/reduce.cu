@@ -15,6 +15,8 @@
  */
 #include "common.cuh"
 
+#include <limits.h>
+
 __device__ __forceinline__ float reduce_value(int op, float x) { return op == DQ_REDUCE_ABSMAX ? fabsf(x) : x; }
 __device__ __forceinline__ bool reduce_is_max(int op) { return op == DQ_REDUCE_MAX || op == DQ_REDUCE_ABSMAX; }
 
@@ -34,7 +36,7 @@ __global__ void reduce_rows_kernel(float *out, const T *x, int64_t rows, int64_t
     float s = 0.0f;
     for (int64_t j = g.lane; j < cols; j += g.width) s += dq_to_f32(xr[j]);
     r = g.sum(s);
-    if (op == DQ_REDUCE_MEAN) r = r / (float)cols;
+    if (op == DQ_REDUCE_MEAN) r = (float)((double)r / (double)cols);
   }
   if (g.lane == 0) out[g.row] = r;
 }
@@ -66,7 +68,7 @@ __global__ void reduce_all_finish_kernel(float *out, const float *partial, int b
   float identity = is_max ? -INFINITY : 0.0f;
   float v = (int)threadIdx.x < blocks ? partial[threadIdx.x] : identity;
   float r = is_max ? dq_block_reduce(v, dq_op_nanmax(), identity) : dq_block_reduce(v, dq_op_sum(), identity);
-  if (threadIdx.x == 0) out[0] = op == DQ_REDUCE_MEAN ? r / (float)n : r;
+  if (threadIdx.x == 0) out[0] = op == DQ_REDUCE_MEAN ? (float)((double)r / (double)n) : r;
 }
 
 dq_status cuda_reduce(dq_tensor *out, const dq_tensor *x, int op_kind, int rows_mode) {

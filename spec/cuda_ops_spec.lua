@@ -89,7 +89,6 @@ end
 local function assert_close(actual, expected, rtol, atol, what)
   assert.same(expected:size(), actual:size(), what .. ": shape")
   local av, ev = actual:tolist(), expected:tolist()
-  local worst, worst_at = -1, 0
   for i = 1, #ev do
     local a, e = av[i], ev[i]
     local ok
@@ -97,12 +96,10 @@ local function assert_close(actual, expected, rtol, atol, what)
     elseif e == math.huge or e == -math.huge then ok = a == e
     else ok = math.abs(a - e) <= atol + rtol * math.abs(e) end
     if not ok then
-      error(("%s: element %d of %d is %.9g, expected %.9g (rtol %g, atol %g)"):format(what, i, #ev, a, e, rtol, atol), 2)
+      error(("%s: element %d of %d is %.9g, expected %.9g (rtol %g, atol %g)"):format(
+        what, i, #ev, a, e, rtol, atol), 2)
     end
-    local err = math.abs(a - e)
-    if err > worst then worst, worst_at = err, i end
   end
-  return worst, worst_at
 end
 
 -- Tolerances for results stored in a 16-bit float type, relative to the
@@ -143,8 +140,9 @@ describe("CUDA tensors match the CPU bit for bit", function()
   end)
 
   it("randn draws the same numbers (Box-Muller; libm may differ in the last bit)", function()
-    -- 1 ulp of the storage type at most: f32 ~1.2e-7 relative.
-    local rtol = { f32 = 3e-7, bf16 = 2 ^ -7, f16 = 2 ^ -10 }
+    -- A few f32 ulps (glibc's logf/cosf/sinf against correctly rounded
+    -- ones), or 1 ulp of a 16-bit type when that moves a rounding.
+    local rtol = { f32 = 5e-7, bf16 = 2 ^ -7, f16 = 2 ^ -10 }
     for _, dtype in ipairs(FLOATS) do
       for _, n in ipairs({ 3, 10001 }) do
         local opts = { seed = 9, offset = 123, dtype = dtype }
@@ -285,7 +283,8 @@ describe("CUDA f32 ops match the CPU", function()
       for _, pair in ipairs({ { big, big }, { big, row }, { row, big }, { big, mid }, { mid, big }, { big, scalar },
                               { scalar, big } }) do
         local a, b = pair[1], pair[2]
-        assert_same_bits(f(dev(a), dev(b)):cpu(), f(a, b), ("%s %s %s"):format(name, a:shape_string(), b:shape_string()))
+        local what = ("%s %s %s"):format(name, a:shape_string(), b:shape_string())
+        assert_same_bits(f(dev(a), dev(b)):cpu(), f(a, b), what)
       end
     end
   end)
@@ -319,6 +318,13 @@ describe("CUDA f32 ops match the CPU", function()
     local x, dy = randn(3, 1000), randn(3, 1000)
     assert_close(dq.gelu(dev(x)), dq.gelu(x), 1e-5, 1e-6, "gelu")
     assert_close(dq.gelu_backward(dev(dy), dev(x)), dq.gelu_backward(dy, x), 1e-5, 1e-6, "gelu_backward")
+    -- The negative tail keeps its relative accuracy on both devices (no
+    -- 1 + erf cancellation): -15 .. 5 in steps of 1/64.
+    local sweep = dq.arange(-15, 5, 1 / 64, { dtype = "f32" })
+    assert_close(dq.gelu(dev(sweep)), dq.gelu(sweep), 2e-5, 1e-30, "gelu tail")
+    local ones = dq.ones(sweep:size())
+    assert_close(dq.gelu_backward(dev(ones), dev(sweep)), dq.gelu_backward(ones, sweep), 2e-5, 1e-6,
+      "gelu_backward tail")
     assert_same_bits(dq.relu(dev(x)):cpu(), dq.relu(x), "relu")
     assert_same_bits(dq.relu_backward(dev(dy), dev(x)):cpu(), dq.relu_backward(dy, x), "relu_backward")
   end)
@@ -372,6 +378,29 @@ describe("CUDA f32 ops match the CPU", function()
     end
   end)
 
+  it("in place: out aliasing an input gives the out-of-place result", function()
+    local x, dy = randn(6, 50), randn(6, 50)
+    local w, b = randn(50), randn(50)
+    local y, mean, rstd = dq.layernorm(x, w, b, { save = true })
+    local dxc, dwc, dbc = dq.layernorm_backward(dy, x, w, mean, rstd)
+    local dyg = dev(dy)
+    local _, dwg, dbg = dq.layernorm_backward(dyg, dev(x), dev(w), dev(mean), dev(rstd), { dx = dyg })
+    assert_close(dyg, dxc, 1e-4, 1e-5, "layernorm_backward dx = dy")
+    assert_close(dwg, dwc, 1e-4, 1e-4, "layernorm_backward dweight with dx = dy")
+    assert_close(dbg, dbc, 1e-4, 1e-4, "layernorm_backward dbias with dx = dy")
+    local xg = dev(x)
+    dq.softmax(xg, { out = xg, scale = 0.5 })
+    assert_close(xg, dq.softmax(x, { scale = 0.5 }), 1e-5, 1e-7, "softmax out = x")
+    for _, rows in ipairs({ false, true }) do
+      local xr = dev(y)
+      local m = dq.reduce(xr, "absmax", rows)
+      local g = rows and randn(6) or dq.full({}, 3)
+      dq.reduce_backward(dev(g), xr, m, "absmax", rows, xr)
+      assert_close(xr, dq.reduce_backward(g, y, dq.reduce(y, "absmax", rows), "absmax", rows), 0, 0,
+        "reduce_backward dx = x" .. (rows and " rows" or ""))
+    end
+  end)
+
   it("dropout forward and backward draw the CPU's mask (exact)", function()
     local x = randn(1003)
     for _, p in ipairs({ 0, 0.1, 0.5 }) do
@@ -418,7 +447,8 @@ describe("CUDA f32 ops match the CPU", function()
       local dw = dq.zeros({ 5, 4 }, { device = DEVICE })
       dq.embedding_backward(dw, dq.ones({ 2, 4 }, { device = DEVICE }),
         dq.tensor({ 2, 7 }, { dtype = "i32", device = DEVICE }))
-      assert.same({ 0, 0, 1, 1, 1, 1, 0, 0 }, dw:narrow(1, 2, 2):reshape(8):tolist())
+      local rows = dw:cpu():totable()
+      for r = 1, 5 do assert.same(r == 3 and { 1, 1, 1, 1 } or { 0, 0, 0, 0 }, rows[r]) end
     end)
   end
 
@@ -613,7 +643,9 @@ if ON_GPU then
       local _, total = dq.memory_info(DEVICE)
       local ok, err = pcall(dq.empty, { math.floor(total / 4) + 1024 * 1024 * 1024 }, { device = DEVICE })
       assert.is_false(ok)
-      assert.matches("out of GPU memory", err)
+      -- The pool reports cudaErrorMemoryAllocation for this, which the
+      -- engine turns into its memory error naming the request.
+      assert.matches("dq_tensor_empty: out of GPU memory allocating", err)
       local t = dq.ones({ 1024 }, { device = DEVICE })
       assert.equal(1024, dq.sum(t):item())
       t:free()

@@ -568,3 +568,61 @@ describe("data token cache", function()
     assert.equal(engine.hash(text), engine.hash_file(write(dir .. "/h.txt", text)))
   end)
 end)
+
+-- ---- with the real tokenizer, against transformers -------------------------------------
+
+describe("data with dq.tokenizer", function()
+  local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
+  local fixtures = here .. "/fixtures"
+  local cjson = require("cjson")
+  local f = assert(io.open(fixtures .. "/debsum/hf_batches.json"))
+  local expected = cjson.decode(f:read("*a"))
+  f:close()
+
+  local function same_batch(want, b)
+    for _, name in ipairs({ "input_ids", "attention_mask", "labels", "decoder_input_ids" }) do
+      assert.same(want[name], b[name]:totable(), name)
+    end
+  end
+
+  it("gives transformers' BART batches (truncation, collator padding, shift_tokens_right)", function()
+    local want = expected.bart
+    local tok = dq.tokenizer.load(fixtures .. "/tokenizers/bart_bpe")
+    local ds = data.dataset({ path = fixtures .. "/debsum/valid.jsonl", source = "document", target = "summary",
+      tokenizer = tok, limit = 6, max_source_length = want.max_source_length,
+      max_target_length = want.max_target_length, cache = false })
+    assert.equal(want.pad_id, ds.pad_id)
+    same_batch(want, ds:loader({ batch_size = 6, shuffle = false, bucket = false }):next())
+  end)
+
+  it("gives transformers' mBART batches (language codes, wrapped decoder start)", function()
+    local want = expected.mbart
+    local dir = fixtures .. "/tokenizers/mbart_unigram"
+    local ds = data.dataset({ path = fixtures .. "/debtrans/valid.jsonl", source = "translation.en",
+      target = "translation.de", tokenizer = dq.tokenizer.load(dir),
+      target_tokenizer = dq.tokenizer.load(dir, { template = "$A </s> de_DE" }), model = "mbart", limit = 6,
+      max_source_length = want.max_source_length, max_target_length = want.max_target_length, cache = false })
+    same_batch(want, ds:loader({ batch_size = 6, shuffle = false, bucket = false }):next())
+  end)
+
+  it("keys the cache by the tokenizer's files", function()
+    local dir = tmpdir()
+    local path = write(dir .. "/t.jsonl", read_all(fixtures .. "/debsum/test.jsonl"))
+    local function build(tokdir)
+      return data.dataset({ path = path, source = "document", target = "summary", limit = 50,
+        tokenizer = dq.tokenizer.load(tokdir), max_source_length = 64, log = function() end })
+    end
+    local tokdir = dir .. "/tok"
+    os.execute(("mkdir -p '%s' && cp '%s'/* '%s'"):format(tokdir, fixtures .. "/tokenizers/bart_bpe", tokdir))
+    local first = build(tokdir)
+    assert.equal("built", first.cache_status)
+    assert.equal("hit", build(tokdir).cache_status)
+    -- same behaviour, one more byte in a tokenizer file: another key
+    local merges = read_all(tokdir .. "/merges.txt")
+    write(tokdir .. "/merges.txt", merges .. "\n")
+    local changed = build(tokdir)
+    assert.equal("built", changed.cache_status)
+    assert.are_not.equal(first.cache_path, changed.cache_path)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)

@@ -190,39 +190,6 @@ function Builder:finish()
   return ids, offsets
 end
 
--- ---- the tokenizer's flat batch encode -------------------------------------------
-
--- The dq_tokenizer* behind a tokenizer object, when it has one and the
--- engine was built with tokenizers; nil otherwise (then the Lua API is used).
-local has_flat = pcall(function() return C.dq_tokenizer_encode_batch end)
-function M.tokenizer_handle(tok)
-  if not has_flat or type(tok) ~= "table" and type(tok) ~= "cdata" then return nil end
-  local handle_ct = ffi.typeof("dq_tokenizer *")
-  for _, field in ipairs({ "handle", "ptr", "cdata" }) do
-    local ok, v = pcall(function() return tok[field] end)
-    if ok and type(v) == "cdata" and ffi.istype(handle_ct, v) then return v end
-  end
-  if type(tok) == "cdata" and ffi.istype(handle_ct, tok) then return tok end
-  return nil
-end
-
--- Encode a list of texts in one engine call (all cores): ids, offsets.
-function M.encode_flat(handle, texts, special)
-  local n = #texts
-  local text_offsets = ffi.new("int64_t[?]", n + 1)
-  local total = 0
-  for i = 1, n do
-    text_offsets[i - 1] = total
-    total = total + #texts[i]
-  end
-  text_offsets[n] = total
-  local data = table.concat(texts)
-  local ids, offsets = tensor.undefined(), tensor.undefined()
-  check(C.dq_tokenizer_encode_batch(handle, data, text_offsets, n, special and C.DQ_TOKENIZE_SPECIAL or 0, ids,
-    offsets), 2)
-  return ids, offsets
-end
-
 -- ---- reading a store ------------------------------------------------------------------
 
 -- The ids of sequence i (1-based) as a Lua list.

@@ -112,6 +112,9 @@ function M.dataset(opts)
     end
   end
   if type(opts.path) ~= "string" then error("dq.data.dataset: path (the data file) is required", 2) end
+  local probe, why = io.open(opts.path, "rb")
+  if not probe then error(("dq.data.dataset: cannot open the data file %s"):format(why), 2) end
+  probe:close()
   check_length("max_source_length", opts.max_source_length)
   check_length("max_target_length", opts.max_target_length)
   local tok = resolve_tokenizer(opts.tokenizer, "tokenizer")
@@ -153,6 +156,7 @@ function M.dataset(opts)
     reader:close()
     if not ok then error(built, 0) end
     store, stats = built, built_stats
+    if stats.examples == 0 then error(("dq.data.dataset: %s has no examples"):format(opts.path), 2) end
     if key then
       local saved, why = cache.save(paths, key, store)
       if saved then log("wrote token cache " .. saved) else log("warning: could not write a token cache: " .. why) end
@@ -163,7 +167,6 @@ function M.dataset(opts)
   end
 
   local n = tonumber(store.src_offsets.numel) - 1
-  if n == 0 then error(("dq.data.dataset: %s has no examples"):format(opts.path), 2) end
   local pad_id = opts.pad_id or tok.pad_id
   if type(pad_id) ~= "number" then error("dq.data.dataset: the tokenizer has no pad_id; set pad_id", 2) end
   local start = opts.decoder_start_token_id or tok.eos_id

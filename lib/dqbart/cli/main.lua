@@ -8,6 +8,11 @@ local M = {}
 
 local commands = require("dqbart.cli.commands")
 
+-- Subcommand "train-bpe" lives in the module dqbart.cli.train_bpe.
+local function module_name(command)
+  return (command:gsub("%-", "_"))
+end
+
 local function usage()
   local lines = {
     "usage: dqbart [FILE.lua [args...] | -e CODE | SUBCOMMAND [options] | --help | --version]",
@@ -24,7 +29,7 @@ local function usage()
     lines[#lines + 1] = ""
     lines[#lines + 1] = "subcommands (dqbart SUBCOMMAND --help for their options):"
     for _, name in ipairs(commands) do
-      local ok, cmd = pcall(require, "dqbart.cli." .. name)
+      local ok, cmd = pcall(require, "dqbart.cli." .. module_name(name))
       local summary = ok and cmd.summary or ("(cannot load: " .. tostring(cmd) .. ")")
       lines[#lines + 1] = ("  %-20s %s"):format(name, summary)
     end
@@ -55,7 +60,14 @@ local function run_file(exe, argv)
   if not chunk then return report(err) end
   local script_arg = { [0] = path, [-1] = exe }
   for i = 2, #argv do script_arg[i - 1] = argv[i] end
-  local ok, status = xpcall(function() return run_chunk(chunk, script_arg) end, debug.traceback)
+  local ok, status = xpcall(function()
+    _G.arg = script_arg
+    local result = chunk()
+    -- A file returning a table is a recipe: dqbart.run checks it, prints it
+    -- (--dry-run) or trains it.
+    if type(result) == "table" then return require("dqbart.run").main(result, path, script_arg) end
+    return 0
+  end, debug.traceback)
   if not ok then return report(status) end
   return status
 end
@@ -87,7 +99,7 @@ function M.main(exe, argv)
     _G.dq = require("dqbart")
     local rest = {}
     for i = 2, #argv do rest[#rest + 1] = argv[i] end
-    local ok, status = xpcall(function() return require("dqbart.cli." .. first).run(rest) end, debug.traceback)
+    local ok, status = xpcall(function() return require("dqbart.cli." .. module_name(first)).run(rest) end, debug.traceback)
     if not ok then return report(status) end
     return status or 0
   elseif first:match("%.lua$") or io.open(first, "r") then

@@ -66,12 +66,17 @@ local function check_room(name, max_len, prefix, suffix)
   end
 end
 
--- Tokenize one side of a chunk and append it. With the engine tokenizer's
--- handle the whole chunk is one engine call (all cores, no Lua tables);
--- otherwise the dq.tokenizer Lua API. Returns how many sequences were cut.
+-- Tokenize one side of a chunk and append it. A tokenizer with
+-- encode_flat (dq.tokenizer's) does the whole chunk in one engine call
+-- into flat tensors (all cores, no Lua tables); otherwise encode_batch.
+-- Returns how many sequences were cut.
 local function add_side(builder, side, texts, lines, reader)
-  if side.handle then
-    local ids, offsets = engine.encode_flat(side.handle, texts, true)
+  if side.flat then
+    local ids, offsets = side.tok:encode_flat(texts, side.encode_opts)
+    if tonumber(offsets.numel) ~= #texts + 1 then
+      error(("%s: the tokenizer returned %d sequences for %d %s texts (lines %d..%d)"):format(reader.path,
+        tonumber(offsets.numel) - 1, #texts, side.name, lines[1], lines[#lines]), 0)
+    end
     local cut = builder:append_flat(ids, offsets, side.max_len, side.suffix)
     ids:free()
     offsets:free()
@@ -92,9 +97,9 @@ end
 local function side_of(name, tok, encode_opts, max_len, length_name)
   local prefix, suffix = M.special_layout(tok, encode_opts)
   check_room(length_name, max_len, prefix, suffix)
-  local plain = encode_opts == nil or next(encode_opts) == nil
+  local ok, flat = pcall(function() return tok.encode_flat end)
   return { name = name, tok = tok, encode_opts = merged(encode_opts, { special = true }), max_len = max_len,
-    suffix = suffix, handle = plain and engine.tokenizer_handle(tok) or nil }
+    suffix = suffix, flat = ok and type(flat) == "function" }
 end
 
 -- reader: a dqbart.data.read reader; tok and target_tok: tokenizers for

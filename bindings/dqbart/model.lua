@@ -1,0 +1,375 @@
+-- dqbart.model: BART / mBART models (engine/dqbart_model.h) as Lua objects.
+--
+--   local m = dq.model.load(dir, { device = "cuda", dtype = "bf16" })  -- cpu/f32 by default
+--   local m = dq.model.new({ model_type = "bart", d_model = 768, ... }, opts)  -- zero weights
+--   m:train() / m:eval()                      -- mode (eval on load)
+--   m:set_dropout{ dropout = 0, attention_dropout = 0, activation_dropout = 0 }
+--   m:set_rng(seed, offset) ; m:rng() -> seed, offset
+--   m:forward{ input_ids = ids, attention_mask = am,         -- [B, S]
+--              decoder_input_ids = dids, decoder_attention_mask = dam,  -- [B, T]
+--              output_hidden_states = true, output_attentions = true }  -- (eval mode)
+--   m:output(kind, index)        -- a view of one output of the last forward
+--   m:outputs()                  -- { logits = t, ["encoder_hidden_states.0"] = t, ... }
+--   m:output_grad(kind, index)   -- its gradient buffer (training mode; zeroed by each
+--                                -- forward; losses write or add dL/d output there)
+--   m:backward()                 -- gradients of every parameter, added into m:grads()
+--   m:zero_grad()
+--   m:params() / m:grads()       -- the whole f32 buffers (1-d)
+--   m:param(name_or_index) / m:grad(name_or_index)   -- views; indices 1-based
+--   m:param_names()              -- transformers names, buffer order
+--   m:save(dir) ; m:student{ encoder_layers = { 0, 2, 5 }, decoder_layers = { 5 } }
+--   m:info(), m:config(), m:free()
+--   dq.model.cross_entropy(logits, labels, { ignore_index = -100, grad = t, scale = 1,
+--                                             accumulate = false }) -> loss (0-d f32 tensor)
+--
+-- Output kinds are the names transformers gives them: "logits",
+-- "encoder_hidden_states", "decoder_hidden_states", "encoder_attentions",
+-- "decoder_attentions", "cross_attentions". Output indices and layer
+-- numbers are transformers' (0-based: hidden state 0 is the embedding
+-- output, layer 0 the first layer), as in parameter names and in the files
+-- `dqbart forward` writes.
+local core = require("dqbart.ffi")
+local tensor = require("dqbart.tensor")
+local ffi, C, check = core.ffi, core.C, core.check
+
+local M = {}
+
+local Model = {}
+Model.__index = Model
+
+local handle_box = ffi.typeof("dq_model*[1]")
+local info_ct = ffi.typeof("dq_model_info")
+local config_ct = ffi.typeof("dq_bart_config")
+local u64_box = ffi.typeof("uint64_t[1]")
+local i32_box = ffi.typeof("int32_t[1]")
+local str_box = ffi.typeof("const char*[1]")
+
+local kinds = {
+  logits = 0,
+  encoder_hidden_states = 1,
+  decoder_hidden_states = 2,
+  encoder_attentions = 3,
+  decoder_attentions = 4,
+  cross_attentions = 5,
+}
+local kind_names = { [0] = "logits", "encoder_hidden_states", "decoder_hidden_states", "encoder_attentions",
+  "decoder_attentions", "cross_attentions" }
+M.output_kinds = kinds
+
+local function wrap(ptr)
+  return setmetatable({ handle = ffi.gc(ptr, C.dq_model_free) }, Model)
+end
+
+local function live(self, level)
+  if not self.handle then error("model: used after free()", (level or 1) + 1) end
+  return self.handle
+end
+
+function M.load(dir, opts)
+  if type(dir) ~= "string" then error("model.load: expected a checkpoint directory", 2) end
+  opts = opts or {}
+  local device = tensor.device_id(opts.device, 2)
+  local dtype = tensor.dtype_id(opts.dtype or "f32", 2)
+  local box = handle_box()
+  check(C.dq_model_load(box, dir, device, dtype), 2)
+  return wrap(box[0])
+end
+
+-- A model with every parameter zero, from a checkpoint directory's
+-- config.json or from a config table (dq.config's keys; unset keys take
+-- transformers' defaults).
+function M.new(config, opts)
+  opts = opts or {}
+  local device = tensor.device_id(opts.device, 2)
+  local dtype = tensor.dtype_id(opts.dtype or "f32", 2)
+  local dir, temporary = config, false
+  if type(config) == "table" then
+    dir = os.tmpname()
+    os.remove(dir)
+    require("dqbart.config").save(dir, config)
+    temporary = true
+  elseif type(config) ~= "string" then
+    error("model.new: expected a config table or a directory holding config.json", 2)
+  end
+  local box = handle_box()
+  local status = C.dq_model_init(box, dir, device, dtype)
+  if temporary then
+    os.remove(dir .. "/config.json")
+    os.remove(dir .. "/generation_config.json")
+    os.remove(dir)
+  end
+  check(status, 2)
+  return wrap(box[0])
+end
+
+function Model:free()
+  if self.handle then
+    local h = self.handle
+    self.handle = nil
+    ffi.gc(h, nil)
+    C.dq_model_free(h)
+  end
+end
+
+function Model:info()
+  local i = info_ct()
+  check(C.dq_model_get_info(live(self, 2), i), 2)
+  return {
+    model_type = i.is_mbart ~= 0 and "mbart" or "bart",
+    vocab_size = i.vocab_size, d_model = i.d_model,
+    encoder_layers = i.encoder_layers, decoder_layers = i.decoder_layers,
+    encoder_heads = i.encoder_heads, decoder_heads = i.decoder_heads,
+    encoder_ffn_dim = i.encoder_ffn_dim, decoder_ffn_dim = i.decoder_ffn_dim,
+    max_position_embeddings = i.max_position_embeddings,
+    device = tensor.device_name(i.device), dtype = tensor.dtype_names[i.dtype],
+    training = i.training ~= 0,
+    num_params = i.num_params, numel = tonumber(i.numel), trainable_numel = tonumber(i.trainable_numel),
+    arena_bytes = tonumber(i.arena_bytes),
+    batch = tonumber(i.batch), source_len = tonumber(i.source_len), target_len = tonumber(i.target_len),
+  }
+end
+
+-- The configuration as config.json has it (the common keys).
+function Model:config()
+  local c = config_ct()
+  check(C.dq_model_get_config(live(self, 2), c), 2)
+  local t = { model_type = ffi.string(c.model_type), activation_function = ffi.string(C.dq_activation_name(c.activation)) }
+  for _, k in ipairs({ "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+    "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings" }) do
+    t[k] = tonumber(c[k])
+  end
+  for _, k in ipairs({ "dropout", "attention_dropout", "activation_dropout" }) do t[k] = tonumber(c[k]) end
+  for _, k in ipairs({ "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id" }) do
+    local v = tonumber(c[k])
+    t[k] = v >= 0 and v or false
+  end
+  t.scale_embedding = c.scale_embedding ~= 0
+  return t
+end
+
+-- ---- mode, dropout ---------------------------------------------------------------------
+
+function Model:train(on)
+  check(C.dq_model_set_training(live(self, 2), on == false and 0 or 1), 2)
+  return self
+end
+
+function Model:eval()
+  check(C.dq_model_set_training(live(self, 2), 0), 2)
+  return self
+end
+
+function Model:set_dropout(p)
+  local c = config_ct()
+  check(C.dq_model_get_config(live(self, 2), c), 2)
+  p = p or {}
+  check(C.dq_model_set_dropout(self.handle, p.dropout or c.dropout, p.attention_dropout or c.attention_dropout,
+    p.activation_dropout or c.activation_dropout), 2)
+  return self
+end
+
+function Model:set_rng(seed, offset)
+  check(C.dq_model_set_dropout_rng(live(self, 2), seed or 0, offset or 0), 2)
+  return self
+end
+
+function Model:rng()
+  local s, o = u64_box(), u64_box()
+  check(C.dq_model_get_dropout_rng(live(self, 2), s, o), 2)
+  return s[0], o[0]
+end
+
+-- ---- running ----------------------------------------------------------------------------
+
+local function optional(t)
+  if t == nil or t == false then return nil end
+  if not tensor.is_tensor(t) then error("model.forward: masks must be tensors", 3) end
+  return t
+end
+
+function Model:forward(batch)
+  if type(batch) ~= "table" then error("model:forward: expected a table { input_ids = ..., decoder_input_ids = ... }", 2) end
+  for _, k in ipairs({ "input_ids", "decoder_input_ids" }) do
+    if not tensor.is_tensor(batch[k]) then error(("model:forward: %s must be a tensor"):format(k), 2) end
+  end
+  local flags = (batch.output_hidden_states and C.DQ_FORWARD_HIDDEN_STATES or 0) +
+      (batch.output_attentions and C.DQ_FORWARD_ATTENTIONS or 0)
+  check(C.dq_model_forward(live(self, 2), batch.input_ids, optional(batch.attention_mask), batch.decoder_input_ids,
+    optional(batch.decoder_attention_mask), flags), 2)
+  return self
+end
+
+local function kind_id(kind, level)
+  local k = kinds[kind]
+  if not k then
+    error(("unknown output %s (expected logits, encoder_hidden_states, decoder_hidden_states, " ..
+      "encoder_attentions, decoder_attentions or cross_attentions)"):format(tostring(kind)), level + 1)
+  end
+  return k
+end
+
+function Model:num_outputs(kind)
+  local n = i32_box()
+  check(C.dq_model_num_outputs(live(self, 2), kind_id(kind, 2), n), 2)
+  return n[0]
+end
+
+function Model:output(kind, index)
+  local t = tensor.undefined()
+  check(C.dq_model_output(live(self, 2), kind_id(kind, 2), index or 0, t), 2)
+  return t
+end
+
+function Model:output_grad(kind, index)
+  local t = tensor.undefined()
+  check(C.dq_model_output_grad(live(self, 2), kind_id(kind, 2), index or 0, t), 2)
+  return t
+end
+
+-- Every output the last forward kept, named as `dqbart forward` writes them.
+function Model:outputs()
+  local h = live(self, 2)
+  local out, n = {}, i32_box()
+  for k = 0, #kind_names do
+    check(C.dq_model_num_outputs(h, k, n), 2)
+    for i = 0, n[0] - 1 do
+      local t = tensor.undefined()
+      if C.dq_model_output(h, k, i, t) == 0 then
+        out[k == 0 and "logits" or (kind_names[k] .. "." .. i)] = t
+      else
+        C.dq_clear_error()
+      end
+    end
+  end
+  return out
+end
+
+function Model:backward()
+  check(C.dq_model_backward(live(self, 2)), 2)
+  return self
+end
+
+function Model:zero_grad()
+  check(C.dq_model_zero_grad(live(self, 2)), 2)
+  return self
+end
+
+-- ---- parameters ---------------------------------------------------------------------------
+
+function Model:num_params()
+  local i = info_ct()
+  check(C.dq_model_get_info(live(self, 2), i), 2)
+  return i.num_params
+end
+
+local function param_index(self, p, level)
+  if type(p) == "number" then return p - 1 end
+  if type(p) ~= "string" then error("model: a parameter is a name or a 1-based index", level + 1) end
+  local i = i32_box()
+  check(C.dq_model_param_index(self.handle, p, i), level + 1)
+  return i[0]
+end
+
+function Model:param_names()
+  local h = live(self, 2)
+  local names, s = {}, str_box()
+  for i = 0, self:num_params() - 1 do
+    check(C.dq_model_param_name(h, i, s), 2)
+    names[i + 1] = ffi.string(s[0])
+  end
+  return names
+end
+
+function Model:trainable(p)
+  local t = i32_box()
+  check(C.dq_model_param_trainable(live(self, 2), param_index(self, p, 2), t), 2)
+  return t[0] ~= 0
+end
+
+function Model:param(p)
+  live(self, 2)
+  local t = tensor.undefined()
+  check(C.dq_model_param(self.handle, param_index(self, p, 2), t), 2)
+  return t
+end
+
+function Model:grad(p)
+  live(self, 2)
+  local t = tensor.undefined()
+  check(C.dq_model_grad(self.handle, param_index(self, p, 2), t), 2)
+  return t
+end
+
+function Model:params()
+  local t = tensor.undefined()
+  check(C.dq_model_params(live(self, 2), t), 2)
+  return t
+end
+
+function Model:grads()
+  local t = tensor.undefined()
+  check(C.dq_model_grads(live(self, 2), t), 2)
+  return t
+end
+
+-- Tell the model its weights changed (an optimizer step) before an eval
+-- forward in bf16 mode; training forwards refresh on their own.
+function Model:params_changed()
+  check(C.dq_model_params_changed(live(self, 2)), 2)
+  return self
+end
+
+-- ---- files, students ----------------------------------------------------------------------
+
+function Model:save(dir)
+  if type(dir) ~= "string" then error("model:save: expected a directory", 2) end
+  check(C.dq_model_save(live(self, 2), dir), 2)
+  return self
+end
+
+local function layer_list(list, what)
+  if type(list) ~= "table" or #list == 0 then
+    error(("model:student: %s must be a non-empty list of teacher layer numbers (0-based)"):format(what), 3)
+  end
+  local arr = ffi.new("int32_t[?]", #list)
+  for i, v in ipairs(list) do
+    if type(v) ~= "number" or v % 1 ~= 0 then
+      error(("model:student: %s[%d] is %s; expected a layer number"):format(what, i, tostring(v)), 3)
+    end
+    arr[i - 1] = v
+  end
+  return arr, #list
+end
+
+-- A student copying the listed teacher layers (0-based layer numbers, in
+-- student order; see dq.select for the default maps).
+function Model:student(spec)
+  if type(spec) ~= "table" then error("model:student: expected { encoder_layers = {...}, decoder_layers = {...} }", 2) end
+  local enc, ne = layer_list(spec.encoder_layers, "encoder_layers")
+  local dec, nd = layer_list(spec.decoder_layers, "decoder_layers")
+  local box = handle_box()
+  check(C.dq_model_student(box, live(self, 2), enc, ne, dec, nd), 2)
+  return wrap(box[0])
+end
+
+function Model:__tostring()
+  if not self.handle then return "model(freed)" end
+  local i = self:info()
+  return ("model(%s, %d+%d layers, d_model %d, %s %s, %s)"):format(i.model_type, i.encoder_layers, i.decoder_layers,
+    i.d_model, i.device, i.dtype, i.training and "train" or "eval")
+end
+
+-- ---- loss --------------------------------------------------------------------------------------
+
+function M.cross_entropy(logits, labels, opts)
+  opts = opts or {}
+  local loss = tensor.undefined()
+  local grad = opts.grad
+  if grad ~= nil and not tensor.is_tensor(grad) then error("cross_entropy: opts.grad must be a tensor", 2) end
+  check(C.dq_cross_entropy(loss, grad, logits, labels, opts.ignore_index or -100, opts.scale or 1,
+    opts.accumulate and 1 or 0), 2)
+  return loss
+end
+
+M.Model = Model
+return M

@@ -1,0 +1,105 @@
+-- Forward + backward throughput of a BART training step (random weights).
+--
+--   dqbart spec/bench/bart_step.lua [options]
+--     --config base|large   bart-base (140M) or bart-large (400M) shapes [base]
+--     --batch N --src S --tgt T                         [16, 512, 64]
+--     --device cpu|cuda --dtype f32|bf16                [cpu, f32]
+--     --steps N --warmup N                              [3, 1]
+--     --threads N                                       CPU threads [all]
+--     --dropout                                         keep the config's dropout 0.1 [off]
+--
+-- A step is: forward in training mode, token cross-entropy with its
+-- gradient, backward into the gradient buffer (no optimizer). Reported:
+-- seconds per step and tokens per second (source + target tokens, and
+-- target tokens alone). On 2 CPU cores the full bart-base shape takes a
+-- while; --batch 2 gives a quick number. On the GPU host:
+--   dqbart spec/bench/bart_step.lua --device cuda --dtype bf16
+-- and compare with spec/bench/bart_step_peer.py (PyTorch + transformers).
+local ffi = require("ffi")
+local dq = require("dqbart")
+
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } dq_bench_timespec;
+int clock_gettime(int clk, dq_bench_timespec *ts);
+]]
+local function now()
+  local ts = ffi.new("dq_bench_timespec")
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+local argv = arg or {}
+local opts = { config = "base", batch = 16, src = 512, tgt = 64, device = "cpu", dtype = "f32", steps = 3, warmup = 1 }
+local i = 1
+while i <= #argv do
+  local k = argv[i]:match("^%-%-(.+)$")
+  if not k then error("unexpected argument " .. argv[i]) end
+  if k == "dropout" then
+    opts.dropout = true
+  else
+    i = i + 1
+    opts[k] = tonumber(argv[i]) or argv[i]
+  end
+  i = i + 1
+end
+
+local configs = {
+  base = { model_type = "bart", vocab_size = 50265, d_model = 768, encoder_layers = 6, decoder_layers = 6,
+    encoder_attention_heads = 12, decoder_attention_heads = 12, encoder_ffn_dim = 3072, decoder_ffn_dim = 3072,
+    max_position_embeddings = 1024 },
+  large = { model_type = "bart", vocab_size = 50265, d_model = 1024, encoder_layers = 12, decoder_layers = 12,
+    encoder_attention_heads = 16, decoder_attention_heads = 16, encoder_ffn_dim = 4096, decoder_ffn_dim = 4096,
+    max_position_embeddings = 1024 },
+}
+local cfg = assert(configs[opts.config], "--config must be base or large")
+if opts.threads then dq.set_num_threads(opts.threads) end
+
+local m = dq.model.new(cfg, { device = opts.device, dtype = opts.dtype })
+local info = m:info()
+-- N(0, 0.02^2) weights (transformers' init_std), layer norms around 1.
+local params = m:params()
+local C = require("dqbart.ffi").C
+assert(C.dq_randn(params, 28, 0) == 0)
+dq.scale(params, 0.02, params)
+for _, name in ipairs(m:param_names()) do
+  if name:match("layer_?norm.*weight$") then m:param(name):fill_(1) end
+end
+params:free()
+m:params_changed()
+m:train()
+if not opts.dropout then m:set_dropout({ dropout = 0, attention_dropout = 0, activation_dropout = 0 }) end
+
+local B, S, T = opts.batch, opts.src, opts.tgt
+local function ids(rows, cols, seed)
+  -- uniform in [3, vocab - 1): no special tokens
+  local r = dq.rand({ rows, cols }, { seed = seed })
+  return dq.add(dq.scale(r, cfg.vocab_size - 4), dq.full({ 1 }, 3)):to("i64", opts.device)
+end
+local batch = {
+  input_ids = ids(B, S, 1),
+  attention_mask = dq.ones({ B, S }, { dtype = "i64", device = opts.device }),
+  decoder_input_ids = ids(B, T, 2),
+  decoder_attention_mask = dq.ones({ B, T }, { dtype = "i64", device = opts.device }),
+}
+local labels = ids(B, T, 3)
+
+local function step(k)
+  m:set_rng(28, k * 1000000)
+  m:forward(batch)
+  dq.model.cross_entropy(m:output("logits"), labels, { grad = m:output_grad("logits") })
+  m:backward()
+end
+
+io.write(("bart-%s (%.1fM parameters), batch %d x (source %d, target %d), %s %s, %d threads\n"):format(
+  opts.config, info.trainable_numel / 1e6, B, S, T, opts.device, opts.dtype, dq.get_num_threads()))
+m:zero_grad()
+for k = 1, opts.warmup do step(k) end
+if opts.device ~= "cpu" then dq.sync(opts.device) end
+io.write(("arena %.2f GiB after warmup\n"):format(m:info().arena_bytes / 2 ^ 30))
+local t0 = now()
+for k = 1, opts.steps do step(opts.warmup + k) end
+if opts.device ~= "cpu" then dq.sync(opts.device) end
+local dt = (now() - t0) / opts.steps
+io.write(("%.3f s/step, %.0f tokens/s (source + target), %.0f target tokens/s\n"):format(
+  dt, B * (S + T) / dt, B * T / dt))
+m:free()
