@@ -79,14 +79,15 @@ static model_layer_act *layer_act(dq_model *m, int decoder, int layer) {
   return decoder ? &m->dec.layers[layer] : &m->enc.layers[layer];
 }
 
+/* The arena keeps the encoder mask carved between batches, so whether it
+ * applies is this forward's has_pad, never whether the buffer exists. The
+ * decoder always has one: causal, plus padding when has_pad. */
 static const dq_tensor *self_mask(const dq_model *m, int decoder) {
-  const model_stack_act *st = decoder ? &m->dec : &m->enc;
-  return dq_tensor_defined(&st->mask) ? &st->mask : NULL;
+  if (decoder) return &m->dec.mask;
+  return m->enc.has_pad ? &m->enc.mask : NULL;
 }
 
-static const dq_tensor *cross_mask(const dq_model *m) {
-  return dq_tensor_defined(&m->enc.mask) ? &m->enc.mask : NULL;
-}
+static const dq_tensor *cross_mask(const dq_model *m) { return m->enc.has_pad ? &m->enc.mask : NULL; }
 
 /* The encoder output the cross-attention reads: the last encoder hidden state. */
 static const dq_tensor *encoder_output(const dq_model *m) { return &m->enc.hidden[m->cfg.encoder_layers]; }

@@ -13,20 +13,25 @@
 #define NORM_BLOCK 16384
 #define NORM_STACK_BLOCKS 256
 
+/* One block's sum of squares (a function of its own: the loop below is a
+ * macro argument, which cannot hold the simd pragma). */
+static double block_sumsq(const float *g, int64_t len) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < len; i++) s += (double)g[i] * (double)g[i];
+  return s;
+}
+
 dq_status cpu_grad_norm(dq_tensor *norm, const dq_tensor *grads) {
   const float *g = grads->data;
   int64_t n = grads->numel, blocks = (n + NORM_BLOCK - 1) / NORM_BLOCK;
   double stack[NORM_STACK_BLOCKS];
   double *part = blocks <= NORM_STACK_BLOCKS ? stack : malloc((size_t)blocks * sizeof(double));
   if (!part) return dq_fail(DQ_ERR_MEMORY, "dq_grad_norm: cannot allocate %lld block sums", (long long)blocks);
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-  for (int64_t b = 0; b < blocks; b++) {
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t b = 0; b < blocks; b++) {
     int64_t i0 = b * NORM_BLOCK, len = n - i0 < NORM_BLOCK ? n - i0 : NORM_BLOCK;
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < len; i++) s += (double)g[i0 + i] * (double)g[i0 + i];
-    part[b] = s;
-  }
+    part[b] = block_sumsq(g + i0, len);
+  });
   double total = 0.0;
   for (int64_t b = 0; b < blocks; b++) total += part[b];
   *(float *)norm->data = (float)sqrt(total);
@@ -38,8 +43,8 @@ dq_status cpu_flag_nonfinite(dq_tensor *flag, const dq_tensor *x) {
   const float *xd = x->data;
   int64_t n = x->numel;
   int bad = 0;
-#pragma omp parallel for reduction(| : bad) if (n > DQ_OMP_MIN)
-  for (int64_t i = 0; i < n; i++) bad |= !isfinite(xd[i]);
+  DQ_PARALLEL_FOR_WITH_IF(n > DQ_OMP_MIN, "omp parallel for reduction(| : bad)",
+                          for (int64_t i = 0; i < n; i++) bad |= !isfinite(xd[i]));
   if (bad) *(int32_t *)flag->data = 1;
   return DQ_OK;
 }
@@ -63,12 +68,11 @@ dq_status cpu_adamw(dq_tensor *params, dq_tensor *exp_avg, dq_tensor *exp_avg_sq
   const float *g = grads->data;
   const int8_t *mask = decay_mask ? decay_mask->data : NULL;
   int64_t n = params->numel;
-#pragma omp parallel for if (n > DQ_OMP_MIN)
-  for (int64_t i = 0; i < n; i++) {
+  DQ_PARALLEL_FOR_IF(n > DQ_OMP_MIN, for (int64_t i = 0; i < n; i++) {
     float gi = clip ? g[i] * scale : g[i];
     int decay = c->has_decay && (!mask || mask[i] != 0);
     dq_adamw_element(c, gi, decay, p + i, m + i, v + i);
     if (working) store_working(working, i, p[i]);
-  }
+  });
   return DQ_OK;
 }

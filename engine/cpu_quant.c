@@ -202,11 +202,10 @@ static void span_apply(float *out, const float *x, int64_t n, const dq_quant_pla
 
 static void group_apply(float *out, const float *x, int64_t n, const dq_quant_plan *p, params g, int parallel) {
   int64_t blocks = (n + QBLOCK - 1) / QBLOCK;
-#pragma omp parallel for if (parallel && blocks > 1)
-  for (int64_t b = 0; b < blocks; b++) {
+  DQ_PARALLEL_FOR_IF(parallel && blocks > 1, for (int64_t b = 0; b < blocks; b++) {
     int64_t i0 = b * QBLOCK, len = n - i0 < QBLOCK ? n - i0 : QBLOCK;
     span_apply(out + i0, x + i0, len, p, g);
-  }
+  });
 }
 
 static dq_status quantize_one(dq_tensor *out, const dq_tensor *x, const dq_quant_plan *p) {
@@ -217,12 +216,11 @@ static dq_status quantize_one(dq_tensor *out, const dq_tensor *x, const dq_quant
    * each group in parallel. Either way each group's blocks combine in order. */
   if (groups > 1 && (groups >= 16 || n <= QBLOCK)) {
     int par = x->numel > DQ_OMP_MIN;
-#pragma omp parallel for if (par) schedule(static)
-    for (int64_t g = 0; g < groups; g++) {
+    DQ_PARALLEL_FOR_WITH_IF(par, "omp parallel for schedule(static)", for (int64_t g = 0; g < groups; g++) {
       params prm;
       group_params(xd + g * n, n, p, 0, &prm); /* cannot fail without parallel blocks */
       span_apply(od + g * n, xd + g * n, n, p, prm);
-    }
+    });
     return DQ_OK;
   }
   int parallel = n > DQ_OMP_MIN;
@@ -252,17 +250,15 @@ dq_status cpu_quantize_backward(dq_tensor *dx, const dq_tensor *dy, const dq_ten
   /* The reference zeroes the gradient where x >= c or x <= -c (so a NaN x
    * passes its gradient through). */
   if (accumulate) {
-#pragma omp parallel for simd if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) {
+    DQ_PARALLEL_FOR_WITH_IF(n > DQ_OMP_MIN, "omp parallel for simd", for (int64_t i = 0; i < n; i++) {
       int outside = isgreaterequal(xd[i], clip) | islessequal(xd[i], -clip);
       d[i] += dq_pick(outside, 0.0f, g[i]);
-    }
+    });
   } else {
-#pragma omp parallel for simd if (n > DQ_OMP_MIN)
-    for (int64_t i = 0; i < n; i++) {
+    DQ_PARALLEL_FOR_WITH_IF(n > DQ_OMP_MIN, "omp parallel for simd", for (int64_t i = 0; i < n; i++) {
       int outside = isgreaterequal(xd[i], clip) | islessequal(xd[i], -clip);
       d[i] = dq_pick(outside, 0.0f, g[i]);
-    }
+    });
   }
   return DQ_OK;
 }

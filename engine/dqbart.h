@@ -258,9 +258,11 @@ DQ_API dq_status dq_reduce_backward(dq_tensor *dx, const dq_tensor *dout, const 
 #include "dqbart_metrics.h"
 #include "dqbart_io.h"
 #include "dqbart_model.h"
+#include "dqbart_model_quant.h"
 #include "dqbart_optim.h"
 #include "dqbart_quant.h"
 #include "dqbart_loss.h"
+#include "dqbart_generate.h"
 
 #ifndef DQ_FFI_CDEF
 #ifdef __cplusplus

@@ -1,8 +1,9 @@
 /*
  * dqbart_model.h: BART and mBART sequence-to-sequence models
  * (BartForConditionalGeneration / MBartForConditionalGeneration of
- * transformers) with hand-written forward and backward, and the token
- * cross-entropy.
+ * transformers) with hand-written forward and backward. The token
+ * cross-entropy is dq_loss_cross_entropy (dqbart_loss.h); quantized
+ * students are dqbart_model_quant.h.
  *
  * A model holds
  *  - one parameter buffer (f32 master weights) carved into tensors named as
@@ -173,18 +174,5 @@ DQ_API dq_status dq_model_output_grad(dq_model *m, int32_t kind, int32_t index, 
 /* Backpropagate the injected gradients of the last training forward into
  * the gradient buffer (added to what it holds). */
 DQ_API dq_status dq_model_backward(dq_model *m);
-
-/* ---- token cross-entropy ----------------------------------------------------
- * logits [..., V] (f32; on CUDA also bf16/f16), labels with logits' leading
- * shape (i32 or i64; ignore_index marks positions without a loss, e.g.
- * -100). loss (f32 scalar, allocated when undefined) = the mean over
- * non-ignored positions of -log softmax(logits)[label] (0 when every
- * position is ignored). dlogits (NULL to skip; logits' shape and dtype) =
- * grad_scale * d(loss)/d(logits), written, or added when accumulate is 1.
- * A label outside [0, V) other than ignore_index is an error on the CPU;
- * on CUDA such a position is treated as ignored. */
-DQ_API dq_status dq_cross_entropy(dq_tensor *loss, dq_tensor *dlogits, const dq_tensor *logits,
-                                  const dq_tensor *labels, int64_t ignore_index, float grad_scale,
-                                  int32_t accumulate);
 
 #endif

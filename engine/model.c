@@ -54,6 +54,7 @@ dq_status model_create(dq_model **out, const dq_bart_config *cfg, int device, in
 
 void dq_model_free(dq_model *m) {
   if (!m) return;
+  model_quant_free(m);
   model_free_arena(m);
   model_free_params(m);
   for (int k = 0; k < DQ_OUT_NUM_KINDS; k++) {
@@ -230,6 +231,7 @@ dq_status dq_model_set_training(dq_model *m, int32_t training) {
   MODEL_TRY(check_model(m, "dq_model_set_training"));
   if (m->training != (training != 0)) {
     m->training = training != 0;
+    m->work_dirty = 1; /* e.g. an eval forward after the last optimizer step */
     m->have_forward = 0; /* outputs and backward belong to a forward in the old mode */
     m->have_train_forward = 0;
   }

@@ -241,7 +241,8 @@ void model_free_arena(dq_model *m) {
 }
 
 dq_status model_prepare_arena(dq_model *m, int64_t B, int64_t S, int64_t T, int flags) {
-  carve_plan p = {.B = B, .S = S, .T = T, .save = m->training, .hooks = m->hooks != NULL};
+  /* Quantized activation copies exist only with an activation hook. */
+  carve_plan p = {.B = B, .S = S, .T = T, .save = m->training, .hooks = m->hooks && m->hooks->activation};
   if (!m->training) {
     p.keep_hidden = (flags & DQ_FORWARD_HIDDEN_STATES) != 0;
     p.keep_attn = (flags & DQ_FORWARD_ATTENTIONS) != 0;

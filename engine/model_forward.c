@@ -78,8 +78,12 @@ static dq_status run_stack(dq_model *m, int decoder) {
   return DQ_OK;
 }
 
-static dq_status prepare_weights(dq_model *m) {
-  if (!m->training && !m->work_dirty) return DQ_OK;
+dq_status model_prepare_weights(dq_model *m, int force) {
+  /* A plain bf16 copy is refreshed by every training forward; quantized
+   * weights only when the latent weights may have changed (work_dirty), so
+   * that they are computed once per step, not once per forward. */
+  int quantized = m->hooks && m->hooks->weights;
+  if (!force && !m->work_dirty && (quantized || !m->training)) return DQ_OK;
   MODEL_TRY(model_refresh_work(m, 1));
   if (m->hooks && m->hooks->weights) MODEL_TRY(m->hooks->weights(m->hooks->ctx, m));
   m->work_dirty = 0;
@@ -105,7 +109,7 @@ dq_status dq_model_forward(dq_model *m, const dq_tensor *input_ids, const dq_ten
   MODEL_TRY(stage_ids(&m->dec, decoder_input_ids));
   MODEL_TRY(stage_mask(m, &m->enc, attention_mask));
   MODEL_TRY(stage_mask(m, &m->dec, decoder_attention_mask));
-  MODEL_TRY(prepare_weights(m));
+  MODEL_TRY(model_prepare_weights(m, 0));
   MODEL_TRY(bart_build_masks(m));
   MODEL_TRY(run_stack(m, 0));
   MODEL_TRY(run_stack(m, 1));
@@ -164,7 +168,10 @@ dq_status dq_model_backward(dq_model *m) {
   MODEL_TRY(dq_fill(&m->g_enc, 0.0));
   MODEL_TRY(backward_stack(m, 1, &m->g_a, &m->g_b));
   MODEL_TRY(backward_stack(m, 0, &m->g_enc, &m->g_a));
-  m->work_dirty = 1; /* an optimizer step is expected before the next forward */
+  if (m->hooks && m->hooks->weights_backward) MODEL_TRY(m->hooks->weights_backward(m->hooks->ctx, m));
+  /* An optimizer step is expected before the next forward (unless the
+   * caller recomputes quantized weights once per step itself). */
+  if (!m->weights_by_caller) m->work_dirty = 1;
   return DQ_OK;
 }
 

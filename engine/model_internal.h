@@ -125,6 +125,10 @@ typedef struct model_hooks {
    * estimator of a quantized embedding masks it here, leaving the LM head's
    * gradient of the same matrix alone. */
   dq_status (*embedding_grad)(void *ctx, int decoder, dq_tensor *grad, const dq_tensor *ids);
+  /* At the end of a backward, after the gradients of the working
+   * (quantized) weights were added into the gradient buffer: turn them into
+   * gradients of the latent weights (the estimator masks them in place). */
+  dq_status (*weights_backward)(void *ctx, dq_model *m);
 } model_hooks;
 
 /* ---- activations -------------------------------------------------------------
@@ -238,6 +242,9 @@ struct dq_model {
   model_injection *inj[DQ_OUT_NUM_KINDS];
 
   const model_hooks *hooks;
+  struct model_quant *quant; /* the plan behind the hooks (model_quant.c) */
+  int weights_by_caller;     /* a backward leaves the working weights alone:
+                                the caller recomputes them once per step */
 };
 
 /* ---- model.c ------------------------------------------------------------------- */
@@ -247,6 +254,11 @@ struct dq_model {
 dq_status model_create(dq_model **out, const dq_bart_config *cfg, int device, int dtype, const char *source);
 /* The parameter name nearest to `name` (for messages). */
 const char *model_closest_param(const dq_model *m, const char *name);
+
+/* ---- model_quant.c ------------------------------------------------------------- */
+
+/* Drop the model's quantization plan and its hooks (dq_model_free). */
+void model_quant_free(dq_model *m);
 
 /* ---- model_params.c ---------------------------------------------------------- */
 
@@ -274,6 +286,13 @@ dq_tensor model_lin_gb(const dq_model *m, const model_linear *l);
  * as the LM head reads it (never quantized). */
 dq_tensor model_embed_weight(const dq_model *m);
 dq_tensor model_lm_head_weight(const dq_model *m);
+
+/* ---- model_forward.c ------------------------------------------------------------ */
+
+/* Make the working weights current before a forward: copied from the master
+ * weights (and quantized, with a weights hook) when they may be stale, or
+ * always with force. */
+dq_status model_prepare_weights(dq_model *m, int force);
 
 /* ---- model_arena.c -------------------------------------------------------------- */
 

@@ -263,7 +263,18 @@ dq_tensor model_lm_head_weight(const dq_model *m) {
 dq_status model_install_hooks(dq_model *m, const model_hooks *hooks) {
   m->hooks = hooks;
   m->carved = 0; /* the arena gains (or loses) the quantized copies */
-  if (!hooks || !hooks->weights) return DQ_OK;
+  m->work_dirty = 1;
+  if (!hooks || !hooks->weights) {
+    /* Nothing overwrites working weights any more: f32 reads the master
+     * weights again, and the LM head the (unquantized) working copy. */
+    dq_tensor_release(&m->lm_head_work);
+    if (m->dtype == DQ_F32 && !m->work_is_master) {
+      dq_tensor_release(&m->work);
+      MODEL_TRY(dq_tensor_share(&m->work, &m->master));
+      m->work_is_master = 1;
+    }
+    return DQ_OK;
+  }
   int64_t shape[1] = {m->numel};
   if (m->work_is_master) {
     dq_tensor_release(&m->work);

@@ -1,32 +1,15 @@
 -- `dqbart forward`: the command parity checks run. Its output names and
 -- values are a contract: every tensor the transformers fixture holds, under
 -- the same name, within 1e-4 (max abs).
-local ffi = require("ffi")
 local dq = require("dqbart")
+local launcher = require("launcher")
+local tensor_diff = require("tensor_diff")
 
-local build = os.getenv("DQ_SPEC_BUILD_DIR") or "build"
-local exe = build .. "/dqbart"
 local FIXTURES = "spec/fixtures/bart/"
 
+-- dqbart forward ARGS: stdout and stderr together, exit code
 local function run(args)
-  local tmp = os.tmpname()
-  local ok, _, code = os.execute(exe .. " forward " .. args .. " >" .. tmp .. " 2>&1")
-  local f = assert(io.open(tmp))
-  local out = f:read("*a")
-  f:close()
-  os.remove(tmp)
-  if type(ok) == "number" then code = math.floor(ok / 256) end
-  return out, code
-end
-
-local function max_abs(a, b)
-  local pa, pb = ffi.cast("float*", a.data), ffi.cast("float*", b.data)
-  local worst = 0
-  for i = 0, tonumber(a.numel) - 1 do
-    local d = math.abs(pa[i] - pb[i])
-    if d > worst or d ~= d then worst = d end
-  end
-  return worst
+  return launcher.run("forward " .. args)
 end
 
 describe("dqbart forward", function()
@@ -38,19 +21,13 @@ describe("dqbart forward", function()
       assert.are.equal(0, code, log)
       local got = dq.safetensors.open(out_path):tensors()
       local want = dq.safetensors.open(FIXTURES .. name .. "_expected.safetensors"):tensors()
-      local failures, n = {}, 0
-      for k, w in pairs(want) do
-        n = n + 1
-        local g = got[k]
-        if not g then
-          failures[#failures + 1] = k .. " missing"
-        elseif g:shape_string() ~= w:shape_string() or g:type() ~= "f32" then
-          failures[#failures + 1] = ("%s is %s %s, expected %s f32"):format(k, g:shape_string(), g:type(),
-            w:shape_string())
-        elseif max_abs(g, w) > 1e-4 then
-          failures[#failures + 1] = ("%s differs by %g"):format(k, max_abs(g, w))
+      local failures, n = tensor_diff.mismatches(got, want, function(_, g, w)
+        if g:shape_string() ~= w:shape_string() or g:type() ~= "f32" then
+          return ("is %s %s, expected %s f32"):format(g:shape_string(), g:type(), w:shape_string())
         end
-      end
+        local worst = tensor_diff.diff(g, w)
+        if not (worst <= 1e-4) then return ("differs by %g"):format(worst) end -- NaN fails too
+      end)
       for k in pairs(got) do
         if not want[k] then failures[#failures + 1] = k .. " is not in the fixture" end
       end

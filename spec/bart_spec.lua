@@ -16,33 +16,17 @@
 -- through the layers.
 local ffi = require("ffi")
 local dq = require("dqbart")
+local files = require("files")
+local tensor_diff = require("tensor_diff")
+local cuda_skip = require("cuda_skip")
 
 local FIXTURES = "spec/fixtures/bart/"
 local NAMES = { "bart", "mbart" }
 
 -- ---- helpers ------------------------------------------------------------------------
 
-local function floats(t)
-  local c = t:to("f32", "cpu")
-  return ffi.cast("float*", c.data), tonumber(c.numel), c
-end
-
--- max |a - b| and the relative norm |a - b| / |b| (b: the reference)
-local function diff(a, b)
-  assert(a:nelement() == b:nelement(), ("sizes differ: %d vs %d"):format(a:nelement(), b:nelement()))
-  local pa, n, ka = floats(a)
-  local pb, _, kb = floats(b)
-  local worst, num, den = 0, 0, 0
-  for i = 0, n - 1 do
-    local d = math.abs(pa[i] - pb[i])
-    if d > worst or d ~= d then worst = d end
-    num = num + d * d
-    den = den + pb[i] * pb[i]
-  end
-  ka:free()
-  kb:free()
-  return worst, math.sqrt(num) / math.max(math.sqrt(den), 1e-30)
-end
+local diff = tensor_diff.diff -- max abs, relative norm
+local assert_none = tensor_diff.assert_none -- fails listing the mismatches
 
 local function same_shape(a, b)
   return table.concat(a:size(), "x") == table.concat(b:size(), "x")
@@ -78,51 +62,22 @@ end
 
 -- Compare every expected tensor; returns a list of failures.
 local function compare(got, expected, check)
-  local failures, count = {}, 0
-  for name, want in pairs(expected) do
-    count = count + 1
-    local have = got[name]
-    if not have then
-      failures[#failures + 1] = name .. ": missing"
-    elseif not same_shape(have, want) then
-      failures[#failures + 1] = ("%s: shape %s, expected %s"):format(name, have:shape_string(), want:shape_string())
-    else
-      local worst, rel = diff(have, want)
-      local ok, what = check(name, worst, rel)
-      if not ok then failures[#failures + 1] = ("%s: %s"):format(name, what) end
+  local failures, count = tensor_diff.mismatches(got, expected, function(name, have, want)
+    if not same_shape(have, want) then
+      return ("shape %s, expected %s"):format(have:shape_string(), want:shape_string())
     end
-  end
+    local worst, rel = diff(have, want)
+    local ok, what = check(name, worst, rel)
+    if not ok then return what end
+  end)
   assert(count > 100, "the fixture holds too few tensors")
   return failures
-end
-
-local function assert_no_failures(failures)
-  table.sort(failures)
-  assert(#failures == 0, ("%d mismatches:\n  %s"):format(#failures, table.concat(failures, "\n  ", 1,
-    math.min(#failures, 15))))
 end
 
 local function max_abs_check(tol)
   return function(_, worst)
     return worst <= tol, ("max abs difference %.3g > %g"):format(worst, tol)
   end
-end
-
-local function tmpdir()
-  local path = os.tmpname()
-  os.remove(path)
-  return path
-end
-
-local function rmtree(path) os.execute("rm -rf '" .. path .. "'") end
-
-local function copy_file(src, dst)
-  local f = assert(io.open(src, "rb"))
-  local data = f:read("*a")
-  f:close()
-  f = assert(io.open(dst, "wb"))
-  f:write(data)
-  f:close()
 end
 
 -- ---- CPU parity ------------------------------------------------------------------------
@@ -134,7 +89,7 @@ describe("BART/mBART on the CPU (f32) against transformers", function()
 
       it("logits, hidden states, attention maps, loss and every gradient agree within 1e-4 (max abs)", function()
         local m = dq.model.load(FIXTURES .. name)
-        assert_no_failures(compare(run_all(m, inputs, "cpu"), expected, max_abs_check(1e-4)))
+        assert_none(compare(run_all(m, inputs, "cpu"), expected, max_abs_check(1e-4)))
         m:free()
       end)
 
@@ -180,13 +135,13 @@ describe("BART/mBART on the CPU (f32) against transformers", function()
           local worst = diff(got[k], w)
           if worst > 1e-4 then failures[#failures + 1] = ("%s: max abs difference %.3g"):format(k, worst) end
         end
-        assert_no_failures(failures)
+        assert_none(failures)
         m:free()
       end)
 
       it("save -> load gives identical logits", function()
         local m = dq.model.load(FIXTURES .. name)
-        local dir = tmpdir()
+        local dir = files.fresh_path()
         m:save(dir)
         local m2 = dq.model.load(dir)
         local batch = { input_ids = inputs.input_ids, attention_mask = inputs.attention_mask,
@@ -204,7 +159,7 @@ describe("BART/mBART on the CPU (f32) against transformers", function()
         assert.is_truthy(io.open(dir .. "/config.json"))
         -- saving into the existing directory replaces the files in place
         m2:save(dir)
-        rmtree(dir)
+        files.remove_tree(dir)
         m:free()
         m2:free()
       end)
@@ -217,14 +172,13 @@ describe("BART/mBART on the CPU (f32) against transformers", function()
     all["lm_head.weight"] = all["model.shared.weight"]
     all["model.encoder.embed_tokens.weight"] = all["model.shared.weight"]
     all["model.decoder.embed_tokens.weight"] = all["model.shared.weight"]
-    local dir = tmpdir()
-    os.execute("mkdir -p '" .. dir .. "'")
-    copy_file(FIXTURES .. "bart/config.json", dir .. "/config.json")
+    local dir = files.tempdir()
+    files.copy(FIXTURES .. "bart/config.json", dir .. "/config.json")
     dq.safetensors.save(dir .. "/model.safetensors", all, { format = "pt" })
     local m = dq.model.load(dir)
     assert.are.equal(0, (diff(m:param("model.shared.weight"), all["model.shared.weight"])))
     m:free()
-    rmtree(dir)
+    files.remove_tree(dir)
   end)
 end)
 
@@ -234,66 +188,54 @@ describe("checkpoint directories", function()
     decoder_input_ids = inputs.decoder_input_ids, decoder_attention_mask = inputs.decoder_attention_mask }
 
   it("a sharded checkpoint loads to the same model", function()
-    local dir = tmpdir()
+    local dir = files.fresh_path()
     dq.safetensors.save_checkpoint(dir, dq.safetensors.open(FIXTURES .. "bart"):tensors(), nil,
       { max_shard_size = 40000 })
-    copy_file(FIXTURES .. "bart/config.json", dir .. "/config.json")
+    files.copy(FIXTURES .. "bart/config.json", dir .. "/config.json")
     assert.is_truthy(io.open(dir .. "/model.safetensors.index.json"))
     local a = dq.model.load(FIXTURES .. "bart")
     local b = dq.model.load(dir)
     assert.are.equal(0, (diff(a:forward(batch):output("logits"), b:forward(batch):output("logits"))))
     a:free()
     b:free()
-    rmtree(dir)
+    files.remove_tree(dir)
   end)
 
   it("saving copies the tokenizer files of the source directory", function()
-    local src = tmpdir()
-    os.execute("mkdir -p '" .. src .. "'")
-    for _, f in ipairs({ "config.json", "model.safetensors" }) do copy_file(FIXTURES .. "bart/" .. f, src .. "/" .. f) end
-    local v = assert(io.open(src .. "/vocab.json", "w"))
-    v:write('{"<s>": 0}')
-    v:close()
+    local src = files.tempdir()
+    for _, f in ipairs({ "config.json", "model.safetensors" }) do
+      files.copy(FIXTURES .. "bart/" .. f, src .. "/" .. f)
+    end
+    files.write(src .. "/vocab.json", '{"<s>": 0}')
     local m = dq.model.load(src)
-    local dst = tmpdir()
+    local dst = files.fresh_path()
     m:save(dst)
-    local f = assert(io.open(dst .. "/vocab.json"))
-    assert.are.equal('{"<s>": 0}', f:read("*a"))
-    f:close()
+    assert.are.equal('{"<s>": 0}', files.read(dst .. "/vocab.json"))
     assert.is_nil(io.open(dst .. "/merges.txt")) -- absent in the source, absent here
     -- a student saves its teacher's tokenizer too
     local s = m:student({ encoder_layers = { 0 }, decoder_layers = { 1 } })
-    local sdir = tmpdir()
+    local sdir = files.fresh_path()
     s:save(sdir)
     assert.is_truthy(io.open(sdir .. "/vocab.json"))
-    for _, d in ipairs({ src, dst, sdir }) do rmtree(d) end
+    for _, d in ipairs({ src, dst, sdir }) do files.remove_tree(d) end
     s:free()
     m:free()
   end)
 
   it("an unknown model_type and a truncated weights file are refused", function()
-    local dir = tmpdir()
-    os.execute("mkdir -p '" .. dir .. "'")
-    local f = assert(io.open(FIXTURES .. "bart/config.json"))
-    local text = f:read("*a")
-    f:close()
-    f = assert(io.open(dir .. "/config.json", "w"))
-    f:write((text:gsub('"model_type": "bart"', '"model_type": "t5"')))
-    f:close()
+    local dir = files.tempdir()
+    local text = files.read(FIXTURES .. "bart/config.json")
+    files.write(dir .. "/config.json", (text:gsub('"model_type": "bart"', '"model_type": "t5"')))
     local ok, err = pcall(dq.model.load, dir)
     assert.is_false(ok)
     assert.is_truthy(tostring(err):find("model_type", 1, true), err)
-    copy_file(FIXTURES .. "bart/config.json", dir .. "/config.json")
-    f = assert(io.open(FIXTURES .. "bart/model.safetensors", "rb"))
-    local bytes = f:read("*a")
-    f:close()
-    f = assert(io.open(dir .. "/model.safetensors", "wb"))
-    f:write(bytes:sub(1, #bytes - 1000))
-    f:close()
+    files.copy(FIXTURES .. "bart/config.json", dir .. "/config.json")
+    local bytes = files.read(FIXTURES .. "bart/model.safetensors")
+    files.write(dir .. "/model.safetensors", bytes:sub(1, #bytes - 1000))
     ok, err = pcall(dq.model.load, dir)
     assert.is_false(ok)
     assert.is_truthy(tostring(err):find("model.safetensors", 1, true), err)
-    rmtree(dir)
+    files.remove_tree(dir)
   end)
 end)
 
@@ -355,12 +297,12 @@ describe("student surgery", function()
     end
     assert.are.equal(s:num_params(), checked)
     -- a student is a model like any other: it saves with its own config
-    local dir = tmpdir()
+    local dir = files.fresh_path()
     s:save(dir)
     local cfg = dq.config.load(dir)
     assert.are.equal(2, cfg.encoder_layers)
     assert.are.equal(1, cfg.decoder_layers)
-    rmtree(dir)
+    files.remove_tree(dir)
     assert.has_error(function() t:student({ encoder_layers = { 3 }, decoder_layers = { 0 } }) end)
     assert.has_error(function() t:student({ encoder_layers = {}, decoder_layers = { 0 } }) end)
     s:free()
@@ -441,7 +383,7 @@ describe("injected output gradients (finite differences, CPU f32)", function()
         end
       end
     end
-    assert_no_failures(failures)
+    assert_none(failures)
   end
 
   local params = { "model.shared.weight", "model.encoder.embed_positions.weight",
@@ -535,12 +477,11 @@ describe("bad model input fails with a clear message", function()
   local function with_tensors(edit, fn)
     local all = dq.safetensors.open(src_dir):tensors()
     edit(all)
-    local dir = tmpdir()
-    os.execute("mkdir -p '" .. dir .. "'")
-    copy_file(src_dir .. "/config.json", dir .. "/config.json")
+    local dir = files.tempdir()
+    files.copy(src_dir .. "/config.json", dir .. "/config.json")
     dq.safetensors.save(dir .. "/model.safetensors", all, { format = "pt" })
     local ok, err = pcall(dq.model.load, dir)
-    rmtree(dir)
+    files.remove_tree(dir)
     fn(ok, tostring(err))
   end
 
@@ -576,16 +517,15 @@ describe("bad model input fails with a clear message", function()
   end)
 
   it("a directory without config.json or without weights", function()
-    local dir = tmpdir()
-    os.execute("mkdir -p '" .. dir .. "'")
+    local dir = files.tempdir()
     local ok, err = pcall(dq.model.load, dir)
     assert.is_false(ok)
     assert.is_truthy(tostring(err):find("config.json", 1, true), err)
-    copy_file(src_dir .. "/config.json", dir .. "/config.json")
+    files.copy(src_dir .. "/config.json", dir .. "/config.json")
     ok, err = pcall(dq.model.load, dir)
     assert.is_false(ok)
     assert.is_truthy(tostring(err):find("safetensors", 1, true), err)
-    rmtree(dir)
+    files.remove_tree(dir)
   end)
 
   it("ids outside the vocabulary and sequences longer than max_position_embeddings", function()
@@ -649,26 +589,17 @@ end)
 -- ---- CUDA ---------------------------------------------------------------------------------------
 
 describe("BART/mBART on CUDA against transformers", function()
-  if dq.cuda_device_count() == 0 then
-    local reason = ("SKIP: no CUDA device (built with CUDA: %s)"):format(dq.built_with_cuda() and "yes" or "no")
-    if os.getenv("DQ_DEVICE") == "cuda" then
-      it("need a CUDA device, since DQ_DEVICE=cuda", function() error("DQ_DEVICE=cuda is set, but " .. reason, 0) end)
-    else
-      print(reason)
-      it("f32 and bf16 parity", function() pending(reason) end)
-    end
-    return
-  end
+  if cuda_skip.skipped("f32 and bf16 parity") then return end
   for _, name in ipairs(NAMES) do
     local inputs, expected = load_fixture(name)
     it(name .. " in f32 agrees within 1e-4 (max abs)", function()
       local m = dq.model.load(FIXTURES .. name, { device = "cuda", dtype = "f32" })
-      assert_no_failures(compare(run_all(m, inputs, "cuda"), expected, max_abs_check(1e-4)))
+      assert_none(compare(run_all(m, inputs, "cuda"), expected, max_abs_check(1e-4)))
       m:free()
     end)
     it(name .. " in bf16 agrees within 3e-2 (outputs) / 6e-2 (gradients) relative norm", function()
       local m = dq.model.load(FIXTURES .. name, { device = "cuda", dtype = "bf16" })
-      assert_no_failures(compare(run_all(m, inputs, "cuda"), expected, function(k, _, rel)
+      assert_none(compare(run_all(m, inputs, "cuda"), expected, function(k, _, rel)
         local tol = k:match("^grad%.") and 6e-2 or 3e-2
         return rel <= tol, ("relative difference %.3g > %g"):format(rel, tol)
       end))

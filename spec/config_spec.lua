@@ -3,48 +3,11 @@
 -- made by transformers), written byte-identical to save_pretrained, and a
 -- clear error naming the file and key for every bad input.
 local dq = require("dqbart")
+local files = require("files")
+local rejects = require("expect_error").rejects
 
 local FIX = "spec/fixtures/configs/"
 local expected = dofile(FIX .. "expected.lua")
-
-local function tempdir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(os.execute("mkdir -p '" .. name .. "'") == 0)
-  return name
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function list_dir(dir)
-  local p = io.popen("ls -A '" .. dir .. "'")
-  local names = {}
-  for line in p:lines() do names[#names + 1] = line end
-  p:close()
-  table.sort(names)
-  return names
-end
-
-local function rejects(fn, ...)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "the call should have failed")
-  err = tostring(err)
-  for _, needle in ipairs({ ... }) do
-    assert.is_truthy(err:find(needle, 1, true), ("message %q should contain %q"):format(err, needle))
-  end
-  return err
-end
 
 local token_keys = { pad_token_id = true, bos_token_id = true, eos_token_id = true, decoder_start_token_id = true,
   forced_bos_token_id = true, forced_eos_token_id = true }
@@ -79,27 +42,27 @@ describe("config loading", function()
   end
 
   it("takes generation defaults from generation_config.json alone when it exists", function()
-    local dir = tempdir()
-    local config = read_file(FIX .. "bart_legacy/config.json")
-    write_file(dir .. "/config.json", config)
+    local dir = files.tempdir()
+    local config = files.read(FIX .. "bart_legacy/config.json")
+    files.write(dir .. "/config.json", config)
     local from_config = dq.config.load(dir).generation
     assert.are.equal(4, from_config.num_beams)
     assert.are.equal(142, from_config.max_length)
     assert.is_false(from_config.from_generation_config)
     -- As in transformers, config.json's generation keys stop counting: what
     -- generation_config.json leaves out takes the global defaults.
-    write_file(dir .. "/generation_config.json", '{"max_length": 50, "decoder_start_token_id": 2}')
+    files.write(dir .. "/generation_config.json", '{"max_length": 50, "decoder_start_token_id": 2}')
     local g = dq.config.load(dir).generation
     assert.are.same({ num_beams = 1, max_length = 50, min_length = 0, length_penalty = 1.0, no_repeat_ngram_size = 0,
       early_stopping = false, bos_token_id = false, eos_token_id = false, pad_token_id = false,
       decoder_start_token_id = 2, forced_bos_token_id = false, forced_eos_token_id = false,
       from_generation_config = true }, g)
-    os.execute("rm -rf '" .. dir .. "'")
+    files.remove_tree(dir)
   end)
 
   it("gives transformers' defaults for absent keys", function()
-    local dir = tempdir()
-    write_file(dir .. "/config.json", '{"model_type": "mbart", "vocab_size": 100}')
+    local dir = files.tempdir()
+    files.write(dir .. "/config.json", '{"model_type": "mbart", "vocab_size": 100}')
     local cfg = dq.config.load(dir)
     local defaults = dq.config.defaults("mbart")
     defaults.vocab_size = 100
@@ -107,14 +70,14 @@ describe("config loading", function()
     assert.are.equal(1024, cfg.d_model)
     assert.are.equal(false, cfg.decoder_start_token_id)
     assert.are.equal(2, dq.config.defaults("bart").decoder_start_token_id)
-    os.execute("rm -rf '" .. dir .. "'")
+    files.remove_tree(dir)
   end)
 end)
 
 describe("config validation", function()
   local dir
-  before_each(function() dir = tempdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   local base = '"model_type": "bart", "vocab_size": 64, "d_model": 16, "encoder_attention_heads": 4, ' ..
       '"decoder_attention_heads": 4'
@@ -122,12 +85,12 @@ describe("config validation", function()
   -- config.json with `extra` members added to a valid base must fail,
   -- naming the file and every needle.
   local function refuses(extra, ...)
-    write_file(dir .. "/config.json", "{" .. base .. (extra ~= "" and ", " .. extra or "") .. "}")
+    files.write(dir .. "/config.json", "{" .. base .. (extra ~= "" and ", " .. extra or "") .. "}")
     return rejects(function() dq.config.load(dir) end, dir .. "/config.json", ...)
   end
 
   it("accepts the base these cases start from", function()
-    write_file(dir .. "/config.json", "{" .. base .. "}")
+    files.write(dir .. "/config.json", "{" .. base .. "}")
     assert.are.equal(16, dq.config.load(dir).d_model)
   end)
 
@@ -137,18 +100,18 @@ describe("config validation", function()
   end)
 
   it("malformed JSON", function()
-    write_file(dir .. "/config.json", '{"model_type": "bart",}')
+    files.write(dir .. "/config.json", '{"model_type": "bart",}')
     rejects(function() dq.config.load(dir) end, "config.json", "line 1, column 23", "expected a string key")
-    write_file(dir .. "/config.json", '["bart"]')
+    files.write(dir .. "/config.json", '["bart"]')
     rejects(function() dq.config.load(dir) end, "config.json", "expected a JSON object")
   end)
 
   it("an unknown or missing model_type", function()
-    write_file(dir .. "/config.json", '{"model_type": "t5"}')
+    files.write(dir .. "/config.json", '{"model_type": "t5"}')
     rejects(function() dq.config.load(dir) end, "config.json", 'model_type "t5" is not supported', '"bart"', '"mbart"')
-    write_file(dir .. "/config.json", '{"d_model": 16}')
+    files.write(dir .. "/config.json", '{"d_model": 16}')
     rejects(function() dq.config.load(dir) end, "config.json", 'missing key "model_type"', '"bart"', '"mbart"')
-    write_file(dir .. "/config.json", '{"model_type": 3}')
+    files.write(dir .. "/config.json", '{"model_type": 3}')
     rejects(function() dq.config.load(dir) end, 'key "model_type" is a number; expected a string')
   end)
 
@@ -190,32 +153,33 @@ describe("config validation", function()
     refuses('"add_final_layer_norm": true', 'key "add_final_layer_norm" is true')
     refuses('"normalize_embedding": false', 'key "normalize_embedding" is false')
     refuses('"static_position_embeddings": true', 'key "static_position_embeddings" is true')
-    write_file(dir .. "/config.json", '{"model_type": "mbart", "add_final_layer_norm": false}')
+    files.write(dir .. "/config.json", '{"model_type": "mbart", "add_final_layer_norm": false}')
     rejects(function() dq.config.load(dir) end, 'key "add_final_layer_norm" is false', 'model_type "mbart" with')
   end)
 
   it("a bad generation_config.json, named in the message", function()
-    write_file(dir .. "/config.json", "{" .. base .. "}")
-    write_file(dir .. "/generation_config.json", '{"num_beams": "4"}')
+    files.write(dir .. "/config.json", "{" .. base .. "}")
+    files.write(dir .. "/generation_config.json", '{"num_beams": "4"}')
     rejects(function() dq.config.load(dir) end, dir .. "/generation_config.json", 'key "num_beams" is a string')
-    write_file(dir .. "/generation_config.json", '{"forced_bos_token_id": 99}')
+    files.write(dir .. "/generation_config.json", '{"forced_bos_token_id": 99}')
     rejects(function() dq.config.load(dir) end, dir .. "/generation_config.json", 'key "forced_bos_token_id" is 99')
-    write_file(dir .. "/generation_config.json", '{"num_beams": 4')
+    files.write(dir .. "/generation_config.json", '{"num_beams": 4')
     rejects(function() dq.config.load(dir) end, dir .. "/generation_config.json", "line 1")
   end)
 end)
 
 describe("config writing", function()
   local dir
-  before_each(function() dir = tempdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   for _, name in ipairs({ "bart_tiny", "mbart_tiny" }) do
     it("writes " .. name .. " byte-identical to transformers' save_pretrained", function()
       dq.config.save(dir, dq.config.load(FIX .. name))
-      assert.are.same({ "config.json", "generation_config.json" }, list_dir(dir))
-      assert.are.equal(read_file(FIX .. name .. "/config.json"), read_file(dir .. "/config.json"))
-      assert.are.equal(read_file(FIX .. name .. "/generation_config.json"), read_file(dir .. "/generation_config.json"))
+      assert.are.same({ "config.json", "generation_config.json" }, files.list_dir(dir))
+      assert.are.equal(files.read(FIX .. name .. "/config.json"), files.read(dir .. "/config.json"))
+      assert.are.equal(files.read(FIX .. name .. "/generation_config.json"),
+        files.read(dir .. "/generation_config.json"))
     end)
   end
 
@@ -239,8 +203,8 @@ describe("config writing", function()
     want.generation.num_beams, want.generation.early_stopping = 6, "never"
     want.generation.from_generation_config = true
     assert.are.same(want, cfg)
-    assert.is_truthy(read_file(dir .. "/config.json"):find('"forced_eos_token_id": null,', 1, true))
-    assert.is_truthy(read_file(dir .. "/config.json"):find('"dropout": 0.25,', 1, true))
+    assert.is_truthy(files.read(dir .. "/config.json"):find('"forced_eos_token_id": null,', 1, true))
+    assert.is_truthy(files.read(dir .. "/config.json"):find('"dropout": 0.25,', 1, true))
   end)
 
   it("refuses bad tables without writing anything", function()
@@ -261,15 +225,15 @@ describe("config writing", function()
     rejects(function() dq.config.save(dir, { model_type = "bart", normalize_before = true }) end, "normalize_before")
     rejects(function() dq.config.save(dir, { model_type = "bart", eos_token_id = 70000 }) end,
       'key "eos_token_id" is 70000')
-    assert.are.same({}, list_dir(dir))
+    assert.are.same({}, files.list_dir(dir))
   end)
 
   it("leaves no partial file when the target cannot be written", function()
-    write_file(dir .. "/file", "not a directory")
+    files.write(dir .. "/file", "not a directory")
     rejects(function() dq.config.save(dir .. "/file/ckpt", dq.config.defaults("bart")) end, "cannot create directory")
     os.execute("mkdir -p '" .. dir .. "/ckpt/config.json'")
     rejects(function() dq.config.save(dir .. "/ckpt", dq.config.defaults("bart")) end, "config.json", "is a directory")
-    assert.are.same({ "config.json" }, list_dir(dir .. "/ckpt"))
-    assert.are.same({ "ckpt", "file" }, list_dir(dir))
+    assert.are.same({ "config.json" }, files.list_dir(dir .. "/ckpt"))
+    assert.are.same({ "ckpt", "file" }, files.list_dir(dir))
   end)
 end)

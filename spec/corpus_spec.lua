@@ -6,6 +6,7 @@ local corpus = require("dqbart.corpus")
 local debian = require("dqbart.corpus_debian")
 local cli = require("dqbart.cli.data")
 local cjson = require("cjson")
+local files = require("files")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local APT = here .. "/fixtures/apt"
@@ -15,20 +16,6 @@ local MD5 = {
   delta = "1411bf2c772081ae7fb2e8bc63d5dd38", zeta = "d489ee91fa3b0b2670e9c7cc1698ab6e",
   iota = "a5320f8e7122908e7caedca869075595",
 }
-
-local function tmpdir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(os.execute("mkdir -p '" .. name .. "'") == 0)
-  return name
-end
-
-local function read_all(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local function jsonl(path)
   local rows = {}
@@ -94,8 +81,8 @@ end)
 
 describe("debsum", function()
   local out
-  before_each(function() out = tmpdir() end)
-  after_each(function() os.execute("rm -rf '" .. out .. "'") end)
+  before_each(function() out = files.tempdir() end)
+  after_each(function() files.remove_tree(out) end)
 
   it("builds document/summary pairs, deduplicated, without too-short ones", function()
     local c = debian.debsum({ lists = APT, out = out })
@@ -131,12 +118,12 @@ describe("debsum", function()
     assert.equal("train", corpus.split_of(MD5.alpha))
     assert.equal(65, corpus.bucket(MD5.alpha))
     debian.debsum({ lists = APT, out = out })
-    local again = tmpdir()
+    local again = files.tempdir()
     debian.debsum({ lists = APT, out = again })
     for _, split in ipairs({ "train", "valid", "test" }) do
-      assert.equal(read_all(out .. "/" .. split .. ".jsonl"), read_all(again .. "/" .. split .. ".jsonl"))
+      assert.equal(files.read(out .. "/" .. split .. ".jsonl"), files.read(again .. "/" .. split .. ".jsonl"))
     end
-    os.execute("rm -rf '" .. again .. "'")
+    files.remove_tree(again)
   end)
 
   it("writes JSON Lines dq.data reads back", function()
@@ -159,8 +146,8 @@ end)
 
 describe("debtrans", function()
   local out
-  before_each(function() out = tmpdir() end)
-  after_each(function() os.execute("rm -rf '" .. out .. "'") end)
+  before_each(function() out = files.tempdir() end)
+  after_each(function() files.remove_tree(out) end)
 
   it("joins English and German descriptions on Description-md5", function()
     local c = debian.debtrans({ lists = APT, out = out, lang = "de" })
@@ -203,7 +190,7 @@ describe("committed corpus samples", function()
       local total = 0
       for _, split in ipairs(corpus.SPLITS) do
         local path = here .. "/fixtures/" .. name .. "/" .. split .. ".jsonl"
-        total = total + #read_all(path)
+        total = total + #files.read(path)
         local n = 0
         for _, src, tgt in dq.data.read.records(path, { source = source, target = target }) do
           assert.is_true(#src > 0 and #tgt > 0)
@@ -229,9 +216,9 @@ describe("committed corpus samples", function()
   end)
 
   it("`dqbart data debsum --sample` copies the committed sample", function()
-    local out = tmpdir()
+    local out = files.tempdir()
     assert.equal(0, quiet(function() return cli.run({ "debsum", "--sample", "--out", out }) end))
-    assert.equal(read_all(here .. "/fixtures/debsum/valid.jsonl"), read_all(out .. "/valid.jsonl"))
-    os.execute("rm -rf '" .. out .. "'")
+    assert.equal(files.read(here .. "/fixtures/debsum/valid.jsonl"), files.read(out .. "/valid.jsonl"))
+    files.remove_tree(out)
   end)
 end)

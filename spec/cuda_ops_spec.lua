@@ -18,23 +18,13 @@
 -- a GPU; bf16/f16 compute tests are skipped then, the CPU computes in f32).
 local ffi = require("ffi")
 local dq = require("dqbart")
-local C = require("dqbart.ffi").C
+local cuda_skip = require("cuda_skip")
+local raw_bytes = require("tensor_diff").raw_bytes
 
-local DEVICE = os.getenv("DQ_CUDA_SPEC_DEVICE") or "cuda"
-local ON_GPU = DEVICE ~= "cpu"
+local DEVICE, ON_GPU = cuda_skip.device, cuda_skip.on_gpu
 
 if ON_GPU and dq.cuda_device_count() == 0 then
-  local reason = ("SKIP: no CUDA device (built with CUDA: %s)"):format(dq.built_with_cuda() and "yes" or "no")
-  describe("CUDA ops against the CPU", function()
-    if os.getenv("DQ_DEVICE") == "cuda" then
-      it("need a CUDA device, since DQ_DEVICE=cuda", function()
-        error("DQ_DEVICE=cuda is set, but " .. reason:gsub("^SKIP: ", ""), 0)
-      end)
-    else
-      print(reason)
-      it("need a CUDA device", function() pending(reason) end)
-    end
-  end)
+  describe("CUDA ops against the CPU", function() cuda_skip.skipped() end)
   return
 end
 
@@ -58,13 +48,6 @@ end
 -- The CPU f32 values of t after rounding to dtype (the inputs the GPU sees).
 local function rounded(t, dtype)
   return t:to(dtype):float()
-end
-
-local function raw_bytes(t)
-  local n = tonumber(t.numel) * tonumber(C.dq_dtype_size(t.dtype))
-  local buf = ffi.new("uint8_t[?]", math.max(n, 1))
-  t:to_buffer(buf)
-  return ffi.string(buf, n)
 end
 
 -- Bit-for-bit equality of two tensors of one dtype (any devices).

@@ -4,29 +4,10 @@
 -- the real one (same API); spec/data_tokenizer_spec.lua covers the real one.
 local dq = require("dqbart")
 local data = dq.data
+local files = require("files")
+local error_of = require("expect_error").message
 
 -- ---- helpers -----------------------------------------------------------------
-
-local function tmpdir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(os.execute("mkdir -p '" .. name .. "'") == 0)
-  return name
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  return path
-end
-
-local function read_all(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- A whitespace tokenizer over a fixed vocabulary with BART's special ids
 -- (<s> 0, <pad> 1, </s> 2, <unk> 3) and the dq.tokenizer API. With
@@ -74,19 +55,13 @@ end
 local function corpus(dir, n, name)
   local lines = {}
   for i = 1, n do lines[i] = jsonl_line(words(1 + (i * 7) % 23, i), words(1 + (i * 3) % 5, i + 1)) end
-  return write(dir .. "/" .. (name or "train.jsonl"), table.concat(lines))
+  return files.write(dir .. "/" .. (name or "train.jsonl"), table.concat(lines))
 end
 
 local function dataset(path, extra)
   local opts = { path = path, source = "document", target = "summary", tokenizer = fake_tokenizer(), cache = false }
   for k, v in pairs(extra or {}) do opts[k] = v end
   return data.dataset(opts)
-end
-
-local function error_of(fn)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
 end
 
 local function all_batches(loader)
@@ -127,11 +102,11 @@ end
 
 describe("data reading", function()
   local dir
-  before_each(function() dir = tmpdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   it("reads JSON Lines fields, nested fields and array elements, skipping blank lines", function()
-    local path = write(dir .. "/t.jsonl", table.concat({
+    local path = files.write(dir .. "/t.jsonl", table.concat({
       '{"translation": {"en": "hello world", "de": "hallo welt"}, "answers": {"text": ["first", "second"]}, "a.b": "dotted"}',
       '',
       '   ',
@@ -151,7 +126,7 @@ describe("data reading", function()
 
   it("names the file, the line and the problem for bad lines", function()
     local function first_error(text, opts)
-      local path = write(dir .. "/bad.jsonl", text)
+      local path = files.write(dir .. "/bad.jsonl", text)
       return error_of(function()
         for _ in data.read.records(path, opts or { source = "document", target = "summary" }) do end
       end)
@@ -172,20 +147,20 @@ describe("data reading", function()
   end)
 
   it("reads TSV columns by number or by header name", function()
-    local path = write(dir .. "/t.tsv", "id\tsrc\ttgt\n1\thello world\thallo\n\n2\tone two\teins\r\n")
+    local path = files.write(dir .. "/t.tsv", "id\tsrc\ttgt\n1\thello world\thallo\n\n2\tone two\teins\r\n")
     local got = {}
     for line, src, tgt in data.read.records(path, { source = "src", target = "tgt" }) do
       got[#got + 1] = { line, src, tgt }
     end
     assert.same({ { 2, "hello world", "hallo" }, { 4, "one two", "eins" } }, got)
     got = {}
-    local nohead = write(dir .. "/n.tsv", "hello\tworld\nx\ty\n")
+    local nohead = files.write(dir .. "/n.tsv", "hello\tworld\nx\ty\n")
     for line, src, tgt in data.read.records(nohead, { source = 2, target = 1 }) do got[#got + 1] = { line, src, tgt } end
     assert.same({ { 1, "world", "hello" }, { 2, "y", "x" } }, got)
   end)
 
   it("reports TSV lines with too few columns and unknown column names", function()
-    local path = write(dir .. "/t.tsv", "src\ttgt\na\tb\nonly-one\n")
+    local path = files.write(dir .. "/t.tsv", "src\ttgt\na\tb\nonly-one\n")
     local e = error_of(function() for _ in data.read.records(path, { source = "src", target = "tgt" }) do end end)
     assert.matches("t.tsv:3: expected at least 2 tab-separated columns, found 1", e, 1, true)
     e = error_of(function() data.read.open(path, { source = "text", target = "tgt" }) end)
@@ -197,7 +172,7 @@ describe("data reading", function()
     local ds = dataset(path, { limit = 4 })
     assert.equal(4, ds:size())
     assert.matches("cannot tell the format", error_of(function()
-      data.read.open(write(dir .. "/x.txt", "a"), { source = 1 })
+      data.read.open(files.write(dir .. "/x.txt", "a"), { source = 1 })
     end), 1, true)
   end)
 end)
@@ -206,11 +181,12 @@ end)
 
 describe("data truncation", function()
   local dir
-  before_each(function() dir = tmpdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   it("keeps <s> and </s> when cutting BART sequences, as transformers does", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b c d e f g h", "one two three") .. jsonl_line("a b", "x"))
+    local path = files.write(dir .. "/t.jsonl",
+      jsonl_line("a b c d e f g h", "one two three") .. jsonl_line("a b", "x"))
     local ds = dataset(path, { max_source_length = 5, max_target_length = 4 })
     -- a..h are ids 4..11; tokenizer(text, max_length=5, truncation=True) = <s> a b c </s>
     assert.same({ 0, 4, 5, 6, 2 }, ds:source_ids(1))
@@ -220,7 +196,7 @@ describe("data truncation", function()
   end)
 
   it("keeps `</s> lang` when cutting mBART sequences", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b c d e f", "one two three four"))
+    local path = files.write(dir .. "/t.jsonl", jsonl_line("a b c d e f", "one two three four"))
     local tok = fake_tokenizer("de_DE")
     local ds = data.dataset({ path = path, source = "document", target = "summary", tokenizer = tok,
       max_source_length = 4, max_target_length = 5, model = "mbart", cache = false })
@@ -230,7 +206,7 @@ describe("data truncation", function()
   end)
 
   it("encodes targets with a target tokenizer when given one (mBART languages)", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b", "one"))
+    local path = files.write(dir .. "/t.jsonl", jsonl_line("a b", "one"))
     local src_tok, tgt_tok = fake_tokenizer("en_XX"), fake_tokenizer("ro_RO")
     tgt_tok.vocab_size = tgt_tok.vocab_size + 1
     local lang = tgt_tok.vocab_size - 2
@@ -247,12 +223,12 @@ describe("data truncation", function()
   end)
 
   it("refuses an empty data file", function()
-    local path = write(dir .. "/t.jsonl", "\n")
+    local path = files.write(dir .. "/t.jsonl", "\n")
     assert.matches("has no examples", error_of(function() dataset(path) end), 1, true)
   end)
 
   it("refuses a maximum length with no room for text", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b", "c"))
+    local path = files.write(dir .. "/t.jsonl", jsonl_line("a b", "c"))
     assert.matches("max_source_length 2 leaves no room", error_of(function()
       dataset(path, { max_source_length = 2 })
     end), 1, true)
@@ -269,11 +245,11 @@ end)
 
 describe("data batches", function()
   local dir
-  before_each(function() dir = tmpdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   it("pads, masks, sets -100 and shifts labels right behind decoder_start_token_id (BART)", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b c", "one two three") .. jsonl_line("d", "four"))
+    local path = files.write(dir .. "/t.jsonl", jsonl_line("a b c", "one two three") .. jsonl_line("d", "four"))
     local ds = dataset(path)
     local b = ds:loader({ batch_size = 2, shuffle = false, bucket = false }):next()
     assert.same({ 1, 2 }, b.indices)
@@ -293,7 +269,7 @@ describe("data batches", function()
   end)
 
   it("wraps the language code of mBART labels to the front", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b", "one two three") .. jsonl_line("c", "four"))
+    local path = files.write(dir .. "/t.jsonl", jsonl_line("a b", "one two three") .. jsonl_line("c", "four"))
     local tok = fake_tokenizer("ro_RO")
     local lang = tok.vocab_size - 1
     local ds = data.dataset({ path = path, source = "document", target = "summary", tokenizer = tok,
@@ -316,7 +292,7 @@ describe("data batches", function()
   end)
 
   it("rounds padded lengths to a multiple and fills preallocated fixed shapes", function()
-    local path = write(dir .. "/t.jsonl", jsonl_line("a b c", "one") .. jsonl_line("d", "four five"))
+    local path = files.write(dir .. "/t.jsonl", jsonl_line("a b c", "one") .. jsonl_line("d", "four five"))
     local ds = dataset(path)
     local b = ds:loader({ batch_size = 2, shuffle = false, bucket = false, pad_multiple = 8 }):next()
     assert.same({ 2, 8 }, b.input_ids:size())
@@ -481,8 +457,8 @@ end)
 
 describe("data token cache", function()
   local dir
-  before_each(function() dir = tmpdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   local function cached(path, extra)
     local tok = (extra and extra.tokenizer) or fake_tokenizer()
@@ -516,7 +492,7 @@ describe("data token cache", function()
     assert.equal("built", cached(path, { max_source_length = 10 }).cache_status)
     assert.equal("built", cached(path, { target = "document" }).cache_status)
     assert.equal("built", cached(path, { tokenizer = fake_tokenizer("de_DE") }).cache_status)
-    write(path, read_all(path) .. jsonl_line("a", "b"))
+    files.write(path, files.read(path) .. jsonl_line("a", "b"))
     local changed = cached(path)
     assert.equal("built", changed.cache_status)
     assert.equal(31, changed:size())
@@ -526,10 +502,10 @@ describe("data token cache", function()
   it("detects a truncated or damaged cache and rebuilds it", function()
     local path = corpus(dir, 30)
     local ds = cached(path)
-    local bytes = read_all(ds.cache_path)
+    local bytes = files.read(ds.cache_path)
     local notes = {}
     local function log(m) notes[#notes + 1] = m end
-    write(ds.cache_path, bytes:sub(1, #bytes - 7))
+    files.write(ds.cache_path, bytes:sub(1, #bytes - 7))
     local rebuilt = cached(path, { log = log })
     assert.equal("built", rebuilt.cache_status)
     assert.matches("not a usable token cache: it has %d+ bytes but its header promises", notes[1])
@@ -537,11 +513,11 @@ describe("data token cache", function()
     assert.equal("hit", cached(path).cache_status)
     -- one flipped byte in the payload
     local flipped = bytes:sub(1, 100) .. string.char((bytes:byte(101) + 1) % 256) .. bytes:sub(102)
-    write(ds.cache_path, flipped)
+    files.write(ds.cache_path, flipped)
     notes = {}
     assert.equal("built", cached(path, { log = log }).cache_status)
     assert.matches("checksum does not match; rebuilding it", notes[1], 1, true)
-    write(ds.cache_path, "garbage")
+    files.write(ds.cache_path, "garbage")
     assert.equal("built", cached(path, { log = function() end }).cache_status)
     assert.equal("hit", cached(path).cache_status)
   end)
@@ -565,7 +541,7 @@ describe("data token cache", function()
     assert.equal("ef46db3751d8e999", engine.hash(""))
     assert.equal("44bc2cf5ad770999", engine.hash("abc"))
     local text = ("The quick brown fox jumps over the lazy dog. "):rep(3)
-    assert.equal(engine.hash(text), engine.hash_file(write(dir .. "/h.txt", text)))
+    assert.equal(engine.hash(text), engine.hash_file(files.write(dir .. "/h.txt", text)))
   end)
 end)
 
@@ -606,8 +582,8 @@ describe("data with dq.tokenizer", function()
   end)
 
   it("keys the cache by the tokenizer's files", function()
-    local dir = tmpdir()
-    local path = write(dir .. "/t.jsonl", read_all(fixtures .. "/debsum/test.jsonl"))
+    local dir = files.tempdir()
+    local path = files.write(dir .. "/t.jsonl", files.read(fixtures .. "/debsum/test.jsonl"))
     local function build(tokdir)
       return data.dataset({ path = path, source = "document", target = "summary", limit = 50,
         tokenizer = dq.tokenizer.load(tokdir), max_source_length = 64, log = function() end })
@@ -618,11 +594,11 @@ describe("data with dq.tokenizer", function()
     assert.equal("built", first.cache_status)
     assert.equal("hit", build(tokdir).cache_status)
     -- same behaviour, one more byte in a tokenizer file: another key
-    local merges = read_all(tokdir .. "/merges.txt")
-    write(tokdir .. "/merges.txt", merges .. "\n")
+    local merges = files.read(tokdir .. "/merges.txt")
+    files.write(tokdir .. "/merges.txt", merges .. "\n")
     local changed = build(tokdir)
     assert.equal("built", changed.cache_status)
     assert.are_not.equal(first.cache_path, changed.cache_path)
-    os.execute("rm -rf '" .. dir .. "'")
+    files.remove_tree(dir)
   end)
 end)

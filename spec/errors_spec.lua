@@ -1,15 +1,7 @@
 -- Every op rejects a bad call with a Lua error that names the op and
 -- describes the tensors at fault; nothing aborts the process.
 local dq = require("dqbart")
-
-local function rejects(fn, ...)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "the call should have failed")
-  for _, pattern in ipairs({ ... }) do
-    assert.is_truthy(err:find(pattern, 1, true), ("message %q should contain %q"):format(err, pattern))
-  end
-  return err
-end
+local rejects = require("expect_error").rejects
 
 describe("op argument errors", function()
   local a, b = dq.zeros(2, 3), dq.zeros(4, 5)

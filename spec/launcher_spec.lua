@@ -1,27 +1,7 @@
 -- The dqbart launcher: scripts, -e, --version, --help, unknown subcommands,
 -- and the REPL driven through a pipe.
-local build = os.getenv("DQ_SPEC_BUILD_DIR") or "build"
-local exe = build .. "/dqbart"
-
-local function run(args, stdin)
-  local tmp = os.tmpname()
-  local cmd = exe .. " " .. args .. " >" .. tmp .. " 2>&1"
-  if stdin then
-    local inp = os.tmpname()
-    local f = assert(io.open(inp, "w"))
-    f:write(stdin)
-    f:close()
-    cmd = cmd .. " <" .. inp
-  end
-  local ok, _, code = os.execute(cmd)
-  local f = assert(io.open(tmp))
-  local out = f:read("*a")
-  f:close()
-  os.remove(tmp)
-  -- LuaJIT's os.execute returns the raw status (exit code * 256)
-  if type(ok) == "number" then code = math.floor(ok / 256) end
-  return out, code
-end
+local files = require("files")
+local run = require("launcher").run -- dqbart ARGS [stdin] -> stdout and stderr, exit code
 
 describe("the dqbart launcher", function()
   it("--version names the version and the CUDA build", function()
@@ -51,10 +31,7 @@ describe("the dqbart launcher", function()
   end)
 
   it("runs a Lua file with arg set", function()
-    local path = os.tmpname() .. ".lua"
-    local f = assert(io.open(path, "w"))
-    f:write("print(arg[0] ~= nil, arg[1], arg[2], #arg, dq ~= nil)\n")
-    f:close()
+    local path = files.write(os.tmpname() .. ".lua", "print(arg[0] ~= nil, arg[1], arg[2], #arg, dq ~= nil)\n")
     local out, code = run(path .. " one two")
     os.remove(path)
     assert.equal(0, code)

@@ -2,10 +2,10 @@
 -- against naive double-precision Lua references, finite-difference checks
 -- of every gradient, the write/add modes, determinism, and CUDA against
 -- the CPU (skipped with a visible reason without a GPU).
-local ffi = require("ffi")
 local dq = require("dqbart")
 local gradcheck = require("gradcheck")
-local C = require("dqbart.ffi").C
+local cuda_skip = require("cuda_skip")
+local bytes = require("tensor_diff").raw_bytes -- the storage bytes, for bit-exact comparisons
 local loss = dq.loss
 
 -- ---- references (double precision, plain Lua) ---------------------------------------
@@ -98,13 +98,6 @@ local function scaled(list, k)
   local out = {}
   for i, v in ipairs(list) do out[i] = v * k end
   return out
-end
-
-local function bytes(t)
-  local n = tonumber(t.numel) * tonumber(C.dq_dtype_size(t.dtype))
-  local buf = ffi.new("uint8_t[?]", math.max(n, 1))
-  t:to_buffer(buf)
-  return ffi.string(buf, n)
 end
 
 local seed = 40
@@ -328,20 +321,10 @@ end)
 -- DQ_CUDA_SPEC_DEVICE=cpu runs these comparisons with the CPU on both sides
 -- (a dry run of the spec itself on machines without a GPU; bf16 cases are
 -- skipped then, the CPU computes in f32).
-local DEVICE = os.getenv("DQ_CUDA_SPEC_DEVICE") or "cuda"
-local ON_GPU = DEVICE ~= "cpu"
+local DEVICE, ON_GPU = cuda_skip.device, cuda_skip.on_gpu
 
 describe("dq.loss on CUDA against the CPU", function()
-  if ON_GPU and dq.cuda_device_count() == 0 then
-    local reason = ("SKIP: no CUDA device (built with CUDA: %s)"):format(dq.built_with_cuda() and "yes" or "no")
-    if os.getenv("DQ_DEVICE") == "cuda" then
-      it("needs a CUDA device, since DQ_DEVICE=cuda", function() error(reason, 0) end)
-    else
-      print(reason)
-      it("needs a CUDA device", function() pending(reason) end)
-    end
-    return
-  end
+  if ON_GPU and cuda_skip.skipped() then return end
 
   -- Row lengths: short (256-thread rows), a vocabulary cached in shared
   -- memory, and one too long for the cache in f32 (three global passes).

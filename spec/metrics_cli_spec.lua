@@ -2,30 +2,12 @@
 -- dq.metrics, clear errors for unreadable files and unequal line counts.
 local dq = require("dqbart")
 local metrics = dq.metrics
+local files = require("files")
+local run = require("launcher").run_split -- dqbart ARGS -> stdout, stderr, exit code
 
-local build = os.getenv("DQ_SPEC_BUILD_DIR") or "build"
-local exe = build .. "/dqbart"
-
+-- A new temporary file holding the lines.
 local function write(lines)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(table.concat(lines, "\n"), "\n")
-  f:close()
-  return path
-end
-
-local function run(args)
-  local out, err = os.tmpname(), os.tmpname()
-  local ok, _, code = os.execute(exe .. " " .. args .. " >" .. out .. " 2>" .. err)
-  if type(ok) == "number" then code = math.floor(ok / 256) end
-  local function slurp(p)
-    local f = assert(io.open(p))
-    local s = f:read("*a")
-    f:close()
-    os.remove(p)
-    return s
-  end
-  return slurp(out), slurp(err), code
+  return files.temp_file(table.concat(lines, "\n") .. "\n")
 end
 
 -- The number printed for "key" inside the object printed for "section".
@@ -126,14 +108,9 @@ end)
 
 describe("metrics.read_lines", function()
   it("drops the final newline and CRs, keeps empty lines", function()
-    local path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write("a\r\n\nb c\n")
-    f:close()
+    local path = files.temp_file("a\r\n\nb c\n")
     assert.are.same({ "a", "", "b c" }, metrics.read_lines(path))
-    f = assert(io.open(path, "wb"))
-    f:write("no newline")
-    f:close()
+    files.write(path, "no newline")
     assert.are.same({ "no newline" }, metrics.read_lines(path))
     os.remove(path)
   end)

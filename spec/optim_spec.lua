@@ -5,6 +5,7 @@
 -- the working copy, checkpoints of the state, argument errors; CUDA against
 -- the CPU when a GPU is present.
 local dq = require("dqbart")
+local cuda_skip = require("cuda_skip")
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local FIXTURE = dofile(HERE .. "/fixtures/optim/adamw_expected.lua")
@@ -106,6 +107,15 @@ local function fixture_grads(c)
   return gs
 end
 
+-- The parameters after every step within 1e-6 (largest relative error) of
+-- the fixture case's.
+local function assert_follows(c, history)
+  for k, s in ipairs(c.steps) do
+    local err = max_rel(history[k], s.params)
+    assert.is_true(err <= 1e-6, ("step %d: max error %.3g"):format(k, err))
+  end
+end
+
 -- ---- torch / transformers fixtures ------------------------------------------------------
 
 describe("dq.optim.adamw against torch", function()
@@ -118,9 +128,8 @@ describe("dq.optim.adamw against torch", function()
     for k, s in ipairs(c.steps) do
       assert.is_true(math.abs(norms[k] - s.norm) <= 1e-6 * s.norm, ("step %d norm %.9g vs torch %.9g"):format(k,
         norms[k], s.norm))
-      local err = max_rel(history[k], s.params)
-      assert.is_true(err <= 1e-6, ("step %d: max error %.3g"):format(k, err))
     end
+    assert_follows(c, history)
   end)
 
   it("clipping bites in the fixture where the norm exceeds 1 and not elsewhere", function()
@@ -142,20 +151,14 @@ describe("dq.optim.adamw against torch", function()
     assert.are.equal(1, m[35]); assert.are.equal(0, m[36]); assert.are.equal(0, m[40]); assert.are.equal(1, m[41])
     local history = run_ours({ init = c.init, grads = fixture_grads(c), lr = 2e-2, betas = { 0.8, 0.99 }, eps = 1e-8,
       weight_decay = 0.1, decay_mask = mask })
-    for k, s in ipairs(c.steps) do
-      local err = max_rel(history[k], s.params)
-      assert.is_true(err <= 1e-6, ("step %d: max error %.3g"):format(k, err))
-    end
+    assert_follows(c, history)
   end)
 
   it("matches transformers.AdamW (4.x, the reference's optimizer)", function()
     local c = case("transformers")
     local history = run_ours({ init = c.init, grads = fixture_grads(c), lr = 3e-2, betas = { 0.9, 0.999 }, eps = 1e-6,
       weight_decay = 0.05, variant = "transformers" })
-    for k, s in ipairs(c.steps) do
-      local err = max_rel(history[k], s.params)
-      assert.is_true(err <= 1e-6, ("step %d: max error %.3g"):format(k, err))
-    end
+    assert_follows(c, history)
   end)
 
   it("the two variants differ (the fixture tells them apart)", function()
@@ -338,15 +341,7 @@ end)
 -- ---- CUDA ------------------------------------------------------------------------------------
 
 describe("dq.optim on CUDA", function()
-  if dq.cuda_device_count() == 0 then
-    local reason = ("SKIP: no CUDA device (built with CUDA: %s)"):format(dq.built_with_cuda() and "yes" or "no")
-    if os.getenv("DQ_DEVICE") == "cuda" then
-      it("needs a CUDA device, since DQ_DEVICE=cuda", function() error("DQ_DEVICE=cuda is set, but " .. reason, 0) end)
-    else
-      it("needs a CUDA device", function() pending(reason) end)
-    end
-    return
-  end
+  if cuda_skip.skipped() then return end
 
   local n = 100003
   local init = random_list(n, 31)

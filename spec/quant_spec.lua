@@ -4,6 +4,8 @@
 -- CUDA against the CPU (skipped with a visible reason without a GPU).
 local ffi = require("ffi")
 local dq = require("dqbart")
+local cuda_skip = require("cuda_skip")
+local bits_of = require("tensor_diff").raw_bytes -- the storage bytes, for bit-exact comparisons
 local quant = dq.quant
 
 -- ---- helpers ------------------------------------------------------------------------
@@ -85,15 +87,6 @@ local function assert_list(expected, actual, what, tol)
     local ok = (e ~= e and a ~= a) or math.abs(a - e) <= (tol or 0) * math.max(1, math.abs(e))
     if not ok then error(("%s: element %d is %.9g, expected %.9g"):format(what, i, a, e), 2) end
   end
-end
-
-local C = require("dqbart.ffi").C
-
-local function bits_of(t)
-  local n = tonumber(t.numel) * tonumber(C.dq_dtype_size(t.dtype))
-  local buf = ffi.new("uint8_t[?]", math.max(n, 1))
-  t:to_buffer(buf)
-  return ffi.string(buf, n)
 end
 
 local function q(x, opts) return quant.quantize(dq.tensor(x), opts):tolist() end
@@ -360,20 +353,10 @@ end)
 -- DQ_CUDA_SPEC_DEVICE=cpu runs these comparisons with the CPU on both sides
 -- (a dry run of the spec itself on machines without a GPU; the bf16/f16
 -- cases are skipped then, the CPU computes in f32).
-local DEVICE = os.getenv("DQ_CUDA_SPEC_DEVICE") or "cuda"
-local ON_GPU = DEVICE ~= "cpu"
+local DEVICE, ON_GPU = cuda_skip.device, cuda_skip.on_gpu
 
 describe("dq.quant on CUDA against the CPU", function()
-  if ON_GPU and dq.cuda_device_count() == 0 then
-    local reason = ("SKIP: no CUDA device (built with CUDA: %s)"):format(dq.built_with_cuda() and "yes" or "no")
-    if os.getenv("DQ_DEVICE") == "cuda" then
-      it("needs a CUDA device, since DQ_DEVICE=cuda", function() error(reason, 0) end)
-    else
-      print(reason)
-      it("needs a CUDA device", function() pending(reason) end)
-    end
-    return
-  end
+  if ON_GPU and cuda_skip.skipped() then return end
 
   -- Shapes exercising both CUDA paths: rows (fused, warp and block per
   -- group) and large groups (multi-pass), several tensors per launch.

@@ -4,9 +4,9 @@
 -- resolves; `dqbart RECIPE --dry-run` and a plain run through the launcher.
 local dq = require("dqbart")
 local recipe = dq.recipe
-
-local build = os.getenv("DQ_SPEC_BUILD_DIR") or "build"
-local exe = build .. "/dqbart"
+local files = require("files")
+local launcher = require("launcher")
+local err_of = require("expect_error").message
 
 local function resolve(tbl, opts)
   opts = opts or {}
@@ -15,28 +15,11 @@ local function resolve(tbl, opts)
   return recipe.resolve(tbl, opts)
 end
 
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
-
 local T = { teacher = { path = "teacher-dir" } }
 local function with(extra)
   local t = recipe.copy(T)
   for k, v in pairs(extra) do t[k] = v end
   return t
-end
-
-local function sh(cmd)
-  local tmp = os.tmpname()
-  local ok, _, code = os.execute(cmd .. " >" .. tmp .. " 2>&1")
-  local f = assert(io.open(tmp))
-  local out = f:read("*a")
-  f:close()
-  os.remove(tmp)
-  if type(ok) == "number" then code = math.floor(ok / 256) end
-  return out, code
 end
 
 describe("recipe defaults", function()
@@ -174,16 +157,12 @@ describe("recipe errors", function()
   end)
 
   it("name the recipe file", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. dir)
-    local path = dir .. "/typo.lua"
-    local f = assert(io.open(path, "w"))
-    f:write("return dq.recipe { teacher = { path = 'x' }, optim = { learnig_rate = 1 } }\n")
-    f:close()
+    local dir = files.tempdir()
+    local path = files.write(dir .. "/typo.lua",
+      "return dq.recipe { teacher = { path = 'x' }, optim = { learnig_rate = 1 } }\n")
     local e = err_of(recipe.load, path)
     assert.are.equal(("unknown key 'optim.learnig_rate' in recipe %s; did you mean 'optim.lr'?"):format(path), e)
-    os.execute("rm -rf " .. dir)
+    files.remove_tree(dir)
   end)
 end)
 
@@ -298,28 +277,23 @@ describe("the recipes in recipes/", function()
     DQBART_CNNDM_DIR = fixtures .. "/debsum", DQBART_ELI5_DIR = fixtures .. "/debsum",
     DQBART_WMT_ENRO_DIR = fixtures .. "/debsum",
   }
-  local files = {}
-  local p = io.popen("ls '" .. HERE .. "/recipes'")
-  for name in p:lines() do
-    if name:match("%.lua$") then
-      local f = assert(io.open(HERE .. "/recipes/" .. name))
-      local text = f:read("*a")
-      f:close()
-      if text:find("dq.recipe", 1, true) then files[#files + 1] = name end
+  local recipe_files = {}
+  for _, name in ipairs(files.list_dir(HERE .. "/recipes")) do
+    if name:match("%.lua$") and files.read(HERE .. "/recipes/" .. name):find("dq.recipe", 1, true) then
+      recipe_files[#recipe_files + 1] = name
     end
   end
-  p:close()
 
   it("include the DQ-BART configurations, the baselines and the demo", function()
     for _, name in ipairs({ "xsum_w8.lua", "xsum_w2.lua", "xsum_w2_e6d3.lua", "xsum_w2_e6d1.lua", "cnndm_w2.lua",
       "eli5_w2.lua", "wmt_enro_mbart_w8.lua", "quant_only.lua", "distill_only.lua", "debsum_demo.lua" }) do
       local found = false
-      for _, f in ipairs(files) do found = found or f == name end
+      for _, f in ipairs(recipe_files) do found = found or f == name end
       assert.is_true(found, name)
     end
   end)
 
-  for _, name in ipairs(files) do
+  for _, name in ipairs(recipe_files) do
     it(name .. " resolves with its inputs present", function()
       local path = HERE .. "/recipes/" .. name
       local r, info = recipe.load(path, { getenv = function(k) return env[k] end })
@@ -345,10 +319,12 @@ end)
 
 describe("dqbart RECIPE", function()
   local HERE = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
+  -- the launcher by a path that still holds after `cd HERE`
+  local bin = launcher.exe:sub(1, 1) == "/" and launcher.exe or (HERE .. "/" .. launcher.exe)
+  local sh = launcher.shell -- a shell command -> stdout and stderr, exit code
 
   it("--dry-run prints the resolved recipe, maps, shapes, size and steps of the demo on the sample", function()
-    local out, code = sh(("cd '%s' && env -u DQBART_DEBSUM_DIR %s recipes/debsum_demo.lua --dry-run"):format(HERE,
-      exe:sub(1, 1) == "/" and exe or (HERE .. "/" .. exe)))
+    local out, code = sh(("cd '%s' && env -u DQBART_DEBSUM_DIR %s recipes/debsum_demo.lua --dry-run"):format(HERE, bin))
     assert.are.equal(0, code, out)
     assert.matches('bits = "2%-2%-8"', out)
     assert.matches("student decoder layers copy teacher layers { 2 }", out)
@@ -360,7 +336,6 @@ describe("dqbart RECIPE", function()
   end)
 
   it("--set changes the dry run; a bad --set exits 2 naming the key", function()
-    local bin = exe:sub(1, 1) == "/" and exe or (HERE .. "/" .. exe)
     local out, code = sh(("cd '%s' && %s recipes/debsum_demo.lua --dry-run --set batch.size=8 --set student.decoder_layers=2")
       :format(HERE, bin))
     assert.are.equal(0, code, out)
@@ -372,7 +347,6 @@ describe("dqbart RECIPE", function()
   end)
 
   it("without --dry-run says what is missing, or that training is not available yet", function()
-    local bin = exe:sub(1, 1) == "/" and exe or (HERE .. "/" .. exe)
     local out, code = sh(("cd '%s' && env -u DQBART_TEACHER -u DQBART_XSUM_DIR %s recipes/xsum_w2.lua"):format(HERE, bin))
     assert.are.equal(2, code)
     assert.matches("DQBART_XSUM_DIR", out)
@@ -385,7 +359,6 @@ describe("dqbart RECIPE", function()
   end)
 
   it("--schema lists the keys", function()
-    local bin = exe:sub(1, 1) == "/" and exe or (HERE .. "/" .. exe)
     local out, code = sh(("cd '%s' && %s recipes/debsum_demo.lua --schema"):format(HERE, bin))
     assert.are.equal(0, code)
     assert.matches("schedule%.warmup_ratio", out)

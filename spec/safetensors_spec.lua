@@ -3,40 +3,13 @@
 -- byte-identical files, and a clear error for every malformed input.
 local dq = require("dqbart")
 local ffi = require("ffi")
+local files = require("files")
+local rejects = require("expect_error").rejects
 
 local FIX = "spec/fixtures/safetensors/"
 local expected = dofile(FIX .. "expected.lua")
 
 -- ---- helpers --------------------------------------------------------------------------
-
-local function tempdir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(os.execute("mkdir -p '" .. name .. "'") == 0)
-  return name
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, bytes)
-  local f = assert(io.open(path, "wb"))
-  f:write(bytes)
-  f:close()
-end
-
-local function list_dir(dir)
-  local p = io.popen("ls -A '" .. dir .. "'")
-  local names = {}
-  for line in p:lines() do names[#names + 1] = line end
-  p:close()
-  table.sort(names)
-  return names
-end
 
 local function sorted_keys(t)
   local keys = {}
@@ -57,16 +30,6 @@ end
 
 local function st_bytes(header, data)
   return u64le(#header) .. header .. (data or "")
-end
-
-local function rejects(fn, ...)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "the call should have failed")
-  err = tostring(err)
-  for _, needle in ipairs({ ... }) do
-    assert.is_truthy(err:find(needle, 1, true), ("message %q should contain %q"):format(err, needle))
-  end
-  return err
 end
 
 local engine_dtype = { F32 = "f32", BF16 = "bf16", F16 = "f16", I8 = "i8", I32 = "i32", I64 = "i64", BOOL = "i8",
@@ -184,29 +147,29 @@ describe("safetensors reading", function()
 
   it("copies misaligned data instead of viewing it", function()
     -- A 9-byte header puts the data at byte 17: not a multiple of 4.
-    local dir = tempdir()
+    local dir = files.tempdir()
     local header = '{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
     header = header .. string.rep(" ", 9 - #header % 8)
     assert.are.equal(1, (8 + #header) % 4)
-    write_file(dir .. "/m.safetensors", st_bytes(header, ffi.string(ffi.new("float[2]", { 1.5, -3 }), 8)))
+    files.write(dir .. "/m.safetensors", st_bytes(header, ffi.string(ffi.new("float[2]", { 1.5, -3 }), 8)))
     local f = dq.safetensors.open(dir .. "/m.safetensors")
     local t = f:tensor("x")
     assert.are.equal(0, tonumber(ffi.cast("uintptr_t", t.data)) % 4)
     assert.are.same({ 1.5, -3 }, t:tolist())
     f:close()
-    os.execute("rm -rf '" .. dir .. "'")
+    files.remove_tree(dir)
   end)
 
   it("describes but refuses tensors of more than 8 dims", function()
-    local dir = tempdir()
+    local dir = files.tempdir()
     local path = dir .. "/deep.safetensors"
-    write_file(path, st_bytes('{"deep":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}}', "\0\0\0\0"))
+    files.write(path, st_bytes('{"deep":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}}', "\0\0\0\0"))
     local f = dq.safetensors.open(path)
     assert.are.same({ "deep" }, f:names())
     rejects(function() f:info("deep") end, "deep", "9 dims", "at most 8")
     rejects(function() f:tensor("deep") end, "deep", "9 dims")
     f:close()
-    os.execute("rm -rf '" .. dir .. "'")
+    files.remove_tree(dir)
   end)
 end)
 
@@ -214,14 +177,14 @@ end)
 
 describe("safetensors validation", function()
   local dir
-  before_each(function() dir = tempdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   -- Write `bytes` as a file and check that opening it fails naming the
   -- file and every needle.
   local function refuses(bytes, ...)
     local path = dir .. "/bad.safetensors"
-    write_file(path, bytes)
+    files.write(path, bytes)
     return rejects(function() dq.safetensors.open(path) end, path, ...)
   end
 
@@ -296,18 +259,18 @@ describe("safetensors validation", function()
 
   it("broken sharded checkpoints", function()
     local shard = st_bytes('{"a":{' .. F32x2 .. ',"data_offsets":[0,8]}}', string.rep("\0", 8))
-    write_file(dir .. "/s1.safetensors", shard)
+    files.write(dir .. "/s1.safetensors", shard)
     local index = dir .. "/model.safetensors.index.json"
-    write_file(index, '{"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors"}}')
+    files.write(index, '{"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors"}}')
     rejects(function() dq.safetensors.open(dir) end, index, 'tensor "b"', "s1.safetensors", "no such tensor")
-    write_file(index, '{"weight_map": {"a": "s2.safetensors"}}')
+    files.write(index, '{"weight_map": {"a": "s2.safetensors"}}')
     rejects(function() dq.safetensors.open(index) end, "shard s2.safetensors", "cannot open")
-    write_file(index, '{"weights": {}}')
+    files.write(index, '{"weights": {}}')
     rejects(function() dq.safetensors.open(dir) end, index, "weight_map")
-    write_file(index, '{"weight_map": {"a": 3}}')
+    files.write(index, '{"weight_map": {"a": 3}}')
     rejects(function() dq.safetensors.open(dir) end, 'weight_map entry "a" must name a shard file')
-    write_file(dir .. "/s1.safetensors", "short")
-    write_file(index, '{"weight_map": {"a": "s1.safetensors"}}')
+    files.write(dir .. "/s1.safetensors", "short")
+    files.write(index, '{"weight_map": {"a": "s1.safetensors"}}')
     rejects(function() dq.safetensors.open(dir) end, "s1.safetensors", "shorter than the 8-byte header")
   end)
 
@@ -338,21 +301,21 @@ end
 
 describe("safetensors writing", function()
   local dir
-  before_each(function() dir = tempdir() end)
-  after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+  before_each(function() dir = files.tempdir() end)
+  after_each(function() files.remove_tree(dir) end)
 
   it("writes the bytes safetensors writes, from tensors built in Lua", function()
     local rt = expected.roundtrip
     dq.safetensors.save(dir .. "/out.safetensors", build(rt.tensors), rt.metadata)
-    assert.are.equal(read_file(FIX .. "roundtrip.safetensors"), read_file(dir .. "/out.safetensors"))
-    assert.are.same({ "out.safetensors" }, list_dir(dir))
+    assert.are.equal(files.read(FIX .. "roundtrip.safetensors"), files.read(dir .. "/out.safetensors"))
+    assert.are.same({ "out.safetensors" }, files.list_dir(dir))
   end)
 
   it("writes the bytes it read (file -> dq -> file)", function()
     local f = dq.safetensors.open(FIX .. "roundtrip.safetensors")
     dq.safetensors.save(dir .. "/again.safetensors", f:tensors(), f:metadata())
     f:close()
-    assert.are.equal(read_file(FIX .. "roundtrip.safetensors"), read_file(dir .. "/again.safetensors"))
+    assert.are.equal(files.read(FIX .. "roundtrip.safetensors"), files.read(dir .. "/again.safetensors"))
   end)
 
   it("round trips every engine dtype, a 0-d and an empty tensor through its own reader", function()
@@ -363,13 +326,13 @@ describe("safetensors writing", function()
     for name, e in pairs(rt.tensors) do assert_values(f:tensor(name), e, name) end
     assert.are.same({ a = "1", b = "2" }, f:metadata())
     -- several metadata keys are written sorted (safetensors' own order is random)
-    assert.is_truthy(read_file(path):find('{"__metadata__":{"a":"1","b":"2"},', 9, true))
+    assert.is_truthy(files.read(path):find('{"__metadata__":{"a":"1","b":"2"},', 9, true))
     f:close()
   end)
 
   it("writes an empty file and a file without metadata as safetensors does", function()
     dq.safetensors.save(dir .. "/none.safetensors", {})
-    assert.are.equal(u64le(8) .. "{}      ", read_file(dir .. "/none.safetensors"))
+    assert.are.equal(u64le(8) .. "{}      ", files.read(dir .. "/none.safetensors"))
     assert.are.same({}, dq.safetensors.open(dir .. "/none.safetensors"):names())
   end)
 
@@ -379,24 +342,24 @@ describe("safetensors writing", function()
     local list = {}
     for i, name in ipairs(sh.order) do list[i] = { name, built[name] } end
     dq.safetensors.save_checkpoint(dir, list, sh.metadata, { max_shard_size = sh.max_shard_bytes })
-    local files = { "model.safetensors.index.json" }
-    for _, name in ipairs(sh.files) do files[#files + 1] = name end
-    table.sort(files)
-    assert.are.same(files, list_dir(dir))
-    for _, name in ipairs(files) do
-      assert.are.equal(read_file(FIX .. "sharded/" .. name), read_file(dir .. "/" .. name), name)
+    local written = { "model.safetensors.index.json" }
+    for _, name in ipairs(sh.files) do written[#written + 1] = name end
+    table.sort(written)
+    assert.are.same(written, files.list_dir(dir))
+    for _, name in ipairs(written) do
+      assert.are.equal(files.read(FIX .. "sharded/" .. name), files.read(dir .. "/" .. name), name)
     end
     -- Saving again unsharded replaces the layout: the stale shards and index
     -- go; metadata defaults to transformers' {format = "pt"}.
     dq.safetensors.save_checkpoint(dir, list)
-    assert.are.same({ "model.safetensors" }, list_dir(dir))
+    assert.are.same({ "model.safetensors" }, files.list_dir(dir))
     local f = dq.safetensors.open(dir)
     assert.are.same({ format = "pt" }, f:metadata())
     for name, e in pairs(sh.tensors) do assert_values(f:tensor(name), e, name) end
     f:close()
     -- ... and sharded again removes model.safetensors.
     dq.safetensors.save_checkpoint(dir, list, sh.metadata, { max_shard_size = "64B" })
-    assert.are.same(files, list_dir(dir))
+    assert.are.same(written, files.list_dir(dir))
   end)
 
   it("refuses bad arguments before creating any file", function()
@@ -411,7 +374,7 @@ describe("safetensors writing", function()
     rejects(function() dq.safetensors.save(path, { a = gone }) end, 'tensor "a"', "undefined tensor", "nothing to write")
     rejects(function() dq.safetensors.save_checkpoint(dir, { a = t }, nil, { max_shard_size = "lots" }) end,
       "is not a size")
-    assert.are.same({}, list_dir(dir))
+    assert.are.same({}, files.list_dir(dir))
   end)
 
   it("leaves nothing behind when the target cannot be written", function()
@@ -420,10 +383,10 @@ describe("safetensors writing", function()
       "cannot create a temporary file", "no/such/dir", "No such file")
     os.execute("mkdir '" .. dir .. "/taken.safetensors'")
     rejects(function() dq.safetensors.save(dir .. "/taken.safetensors", { a = t }) end, "is a directory")
-    assert.are.same({ "taken.safetensors" }, list_dir(dir))
-    write_file(dir .. "/blocker", "a file where a directory should be")
+    assert.are.same({ "taken.safetensors" }, files.list_dir(dir))
+    files.write(dir .. "/blocker", "a file where a directory should be")
     rejects(function() dq.safetensors.save_checkpoint(dir .. "/blocker/ckpt", { a = t }) end, "cannot create directory")
-    assert.are.same({ "blocker", "taken.safetensors" }, list_dir(dir))
+    assert.are.same({ "blocker", "taken.safetensors" }, files.list_dir(dir))
   end)
 
   it("leaves nothing behind in a directory it may not write to", function()
@@ -436,7 +399,7 @@ describe("safetensors writing", function()
     os.execute("mkdir '" .. locked .. "' && chmod 555 '" .. locked .. "'")
     rejects(function() dq.safetensors.save(locked .. "/x.safetensors", { a = dq.ones(2) }) end,
       "cannot create a temporary file", "Permission denied")
-    assert.are.same({}, list_dir(locked))
+    assert.are.same({}, files.list_dir(locked))
     os.execute("chmod 755 '" .. locked .. "'")
   end)
 
@@ -456,7 +419,7 @@ describe("safetensors writing", function()
     ]])
     local RLIMIT_FSIZE, SIGXFSZ = 1, 25
     local path = dir .. "/model.safetensors"
-    write_file(path, "the previous checkpoint")
+    files.write(path, "the previous checkpoint")
     local big = dq.ones(100000) -- 400 kB
     local old = ffi.new("struct dq_spec_rlimit")
     assert(ffi.C.dq_spec_getrlimit(RLIMIT_FSIZE, old) == 0)
@@ -468,7 +431,7 @@ describe("safetensors writing", function()
     ffi.C.dq_spec_signal(SIGXFSZ, handler)
     assert.is_false(ok)
     assert.is_truthy(tostring(err):find("writing " .. path .. " failed", 1, true), tostring(err))
-    assert.are.equal("the previous checkpoint", read_file(path))
-    assert.are.same({ "model.safetensors" }, list_dir(dir))
+    assert.are.equal("the previous checkpoint", files.read(path))
+    assert.are.same({ "model.safetensors" }, files.list_dir(dir))
   end)
 end)

@@ -2,24 +2,9 @@
 -- numbers for bart-base (DQBART.md section 6) from a hand-written
 -- bart-base config.json (spec/fixtures/configs/bart_base).
 local dq = require("dqbart")
+local run = require("launcher").run_split -- dqbart ARGS -> stdout, stderr, exit code
 
 local BART_BASE = "spec/fixtures/configs/bart_base"
-local build = os.getenv("DQ_SPEC_BUILD_DIR") or "build"
-local exe = build .. "/dqbart"
-
-local function run(args)
-  local out, err = os.tmpname(), os.tmpname()
-  local ok, _, code = os.execute(exe .. " " .. args .. " >" .. out .. " 2>" .. err)
-  if type(ok) == "number" then code = math.floor(ok / 256) end
-  local function slurp(p)
-    local f = assert(io.open(p))
-    local s = f:read("*a")
-    f:close()
-    os.remove(p)
-    return s
-  end
-  return slurp(out), slurp(err), code
-end
 
 describe("dq.size.report", function()
   local cfg = dq.config.load(BART_BASE)

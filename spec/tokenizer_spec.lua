@@ -6,27 +6,14 @@
 -- `dqbart tokenize` contract, and load-time refusals.
 local json = require("dkjson")
 local ffi = require("ffi")
+local files = require("files")
+local launcher = require("launcher")
 
 local FIX = "spec/fixtures/tokenizers/"
-local build = os.getenv("DQ_SPEC_BUILD_DIR") or "build"
-local exe = build .. "/dqbart"
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 local function read_jsonl(path)
   local out = {}
-  for line in read_file(path):gmatch("[^\n]+") do out[#out + 1] = assert(json.decode(line)) end
+  for line in files.read(path):gmatch("[^\n]+") do out[#out + 1] = assert(json.decode(line)) end
   return out
 end
 
@@ -59,13 +46,6 @@ local function checker(what)
       end
     end,
   }
-end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. d) == 0 or true)
-  return d
 end
 
 -- cases: line i for TEXTS[i] ({ids, ids_plain?, decode?, decode_skip?}),
@@ -118,11 +98,11 @@ describe("dq.tokenizer", function()
   end)
 
   it("bare vocab.json + merges.txt get BART's special tokens, <mask> stripping the space on its left", function()
-    local d = tmpdir()
-    write_file(d .. "/vocab.json", read_file(FIX .. "bart_legacy/vocab.json"))
-    write_file(d .. "/merges.txt", read_file(FIX .. "bart_legacy/merges.txt"))
+    local d = files.tempdir()
+    files.write(d .. "/vocab.json", files.read(FIX .. "bart_legacy/vocab.json"))
+    files.write(d .. "/merges.txt", files.read(FIX .. "bart_legacy/merges.txt"))
     local tok = dq.tokenizer.load(d)
-    os.execute("rm -rf " .. d)
+    files.remove_tree(d)
     check_parity(tok, bpe_cases, { 1, 1 }, "bare vocab/merges")
     assert.same(tok:encode("a <mask>"), tok:encode("a<mask>"))
   end)
@@ -163,7 +143,7 @@ describe("dq.tokenizer", function()
     local ok, u8 = pcall(ffi.load, "utf8proc")
     if not ok then u8 = ffi.load("libutf8proc.so.2") end
     local starts, classes = {}, {}
-    for line in read_file(FIX .. "gpt2_classes.txt"):gmatch("[^\n]+") do
+    for line in files.read(FIX .. "gpt2_classes.txt"):gmatch("[^\n]+") do
       local cp, k = line:match("^(%x+) (%d)$")
       starts[#starts + 1] = tonumber(cp, 16)
       classes[#classes + 1] = tonumber(k)
@@ -222,12 +202,12 @@ describe("dq.tokenizer", function()
   end)
 
   it("refuses what it does not implement, naming it", function()
-    local d = tmpdir()
-    local base = json.decode(read_file(FIX .. "bart_bpe/tokenizer.json"))
+    local d = files.tempdir()
+    local base = json.decode(files.read(FIX .. "bart_bpe/tokenizer.json"))
     local function refused(patch, message)
       local t = json.decode(json.encode(base))
       patch(t)
-      write_file(d .. "/tokenizer.json", json.encode(t))
+      files.write(d .. "/tokenizer.json", json.encode(t))
       local ok, err = pcall(dq.tokenizer.load, d)
       assert.is_false(ok)
       assert.matches(message, err, 1, true)
@@ -240,7 +220,7 @@ describe("dq.tokenizer", function()
     refused(function(t) t.normalizer = { type = "Replace", pattern = { Regex = " *" }, content = "x" } end,
       "can match the empty string")
     refused(function(t) t.model.merges[1] = { "Ġ", "no-such-token" } end, 'uses a token missing from the vocabulary ("no-such-token")')
-    os.execute("rm -rf " .. d)
+    files.remove_tree(d)
     local ok, err = pcall(dq.tokenizer.load, "/nonexistent/tokenizer")
     assert.is_false(ok)
     assert.matches("/nonexistent/tokenizer: no such file or directory", err, 1, true)
@@ -252,13 +232,13 @@ describe("dq.tokenizer.train_bpe", function()
 
   local function trained_like(dir, ref)
     for _, name in ipairs({ "vocab.json", "merges.txt" }) do
-      local a, b = read_file(dir .. "/" .. name), read_file(ref .. "/" .. name)
+      local a, b = files.read(dir .. "/" .. name), files.read(ref .. "/" .. name)
       assert(a == b, ("%s differs from the tokenizers trainer's %s/%s"):format(name, ref, name))
     end
   end
 
   it("writes the merges and vocabulary of the tokenizers library's BpeTrainer", function()
-    local d = tmpdir()
+    local d = files.tempdir()
     dq.tokenizer.train_bpe({ files = { corpus }, vocab_size = 2000, min_frequency = 2, out = d })
     trained_like(d, FIX .. "bart_bpe")
     -- its tokenizer.json is a working BART tokenizer
@@ -266,35 +246,31 @@ describe("dq.tokenizer.train_bpe", function()
     for i = 1, 80 do assert.same(ref:encode(TEXTS[i]), tok:encode(TEXTS[i])) end
     assert.same({ ref.pad_id, ref.bos_id, ref.eos_id, ref.unk_id, ref.mask_id },
       { tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id, tok.mask_id })
-    os.execute("rm -rf " .. d)
+    files.remove_tree(d)
   end)
 
   it("stops on min_frequency as the library does", function()
-    local d = tmpdir()
+    local d = files.tempdir()
     dq.tokenizer.train_bpe({ files = { corpus }, vocab_size = 5000, min_frequency = 20, out = d })
     trained_like(d, FIX .. "trainer_minfreq")
-    os.execute("rm -rf " .. d)
+    files.remove_tree(d)
   end)
 
   it("trains on texts as on the lines of a file", function()
     local lines = {}
-    for line in read_file(corpus):gmatch("[^\n]*\n") do lines[#lines + 1] = line end
-    local d = tmpdir()
+    for line in files.read(corpus):gmatch("[^\n]*\n") do lines[#lines + 1] = line end
+    local d = files.tempdir()
     dq.tokenizer.train_bpe({ texts = lines, vocab_size = 2000, min_frequency = 2, out = d })
     trained_like(d, FIX .. "bart_bpe")
-    os.execute("rm -rf " .. d)
+    files.remove_tree(d)
   end)
 end)
 
 describe("dqbart tokenize", function()
+  -- dqbart ARGS with stdin: its output, and whether it exited 0
   local function run(args, stdin)
-    local inp, out = os.tmpname(), os.tmpname()
-    write_file(inp, stdin)
-    local ok = os.execute(("%s %s <%s >%s 2>&1"):format(exe, args, inp, out))
-    local s = read_file(out)
-    os.remove(inp)
-    os.remove(out)
-    return s, ok == 0 or ok == true
+    local out, code = launcher.run(args, stdin)
+    return out, code == 0
   end
 
   local function lines_of(s)
@@ -305,7 +281,7 @@ describe("dqbart tokenize", function()
 
   it("--json: one line of ids per JSON string, as the library encodes them", function()
     local cases = read_jsonl(FIX .. "mbart_unigram_cases.jsonl")
-    local out, ok = run("tokenize --tokenizer " .. FIX .. "mbart_unigram --json", read_file(FIX .. "texts.jsonl"))
+    local out, ok = run("tokenize --tokenizer " .. FIX .. "mbart_unigram --json", files.read(FIX .. "texts.jsonl"))
     assert(ok, out)
     local got = lines_of(out)
     assert.equal(#TEXTS, #got)
@@ -330,10 +306,10 @@ describe("dqbart tokenize", function()
   end)
 
   it("train-bpe writes the library's files", function()
-    local d = tmpdir()
+    local d = files.tempdir()
     local out, ok = run(("train-bpe --input %scorpus.txt --vocab-size 2000 --min-frequency 2 --out %s"):format(FIX, d), "")
     assert(ok, out)
-    assert.equal(read_file(FIX .. "bart_bpe/merges.txt"), read_file(d .. "/merges.txt"))
-    os.execute("rm -rf " .. d)
+    assert.equal(files.read(FIX .. "bart_bpe/merges.txt"), files.read(d .. "/merges.txt"))
+    files.remove_tree(d)
   end)
 end)

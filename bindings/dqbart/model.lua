@@ -18,6 +18,11 @@
 --   m:param(name_or_index) / m:grad(name_or_index)   -- views; indices 1-based
 --   m:param_names()              -- transformers names, buffer order
 --   m:save(dir) ; m:student{ encoder_layers = { 0, 2, 5 }, decoder_layers = { 5 } }
+--   m:set_quant("2-2-8", { clip = 2.5 })  -- a DQ-BART student: quantized weights, embedding,
+--                                        -- activations (engine/dqbart_model_quant.h); nil: off
+--   m:quantize_weights()        -- recompute the quantized weights: once per training step
+--   m:quant()                   -- the plan in force and counts (weight_updates, ...)
+--   m:working_param(name_or_index)  -- a weight as the forward reads it (quantized)
 --   m:info(), m:config(), m:free()
 --   dq.model.cross_entropy(logits, labels, { ignore_index = -100, grad = t, scale = 1,
 --                                             accumulate = false }) -> loss (0-d f32 tensor)
@@ -352,6 +357,121 @@ function Model:student(spec)
   return wrap(box[0])
 end
 
+-- ---- quantization (engine/dqbart_model_quant.h) -------------------------------------------
+--
+-- m:set_quant(spec, opts) puts the model under a DQ-BART plan; spec is
+-- "W-E-A" ("2-2-8", "8-8-8"; each 2..8, 16 or 32 = off) or a table with
+-- per-role and per-module overrides (dq.quant.model_plan documents it;
+-- the output of dq.quant.plan is one); opts.clip replaces every role's clip
+-- (2.5). nil, false or "32-32-32" returns the model to full precision
+-- exactly. The parameters stay the latent full-precision weights; the
+-- forward reads quantized copies of the planned weights and the embedding,
+-- and quantizes activations as it goes. Gradients are those of the latent
+-- weights (straight-through estimator with clipping).
+--
+-- When the quantized weights are computed: m:quantize_weights() computes
+-- them now. A training loop calls it once per step (before the step's first
+-- forward, after the previous optimizer step); from the first call on, the
+-- micro-batches of a step all use that one quantization. Without that call
+-- (or in addition), a forward recomputes them whenever the latent weights
+-- may have changed: after set_quant, params_changed, param/params views,
+-- train/eval switches and, until quantize_weights was first called, after
+-- every backward. m:quant().weight_updates counts the computations.
+local bit = require("bit")
+
+local function fill_role(dst, role)
+  if not role then
+    dst.bits = 32
+    return
+  end
+  local spec = require("dqbart.quant").spec(role, 3)
+  dst.bits, dst.method, dst.granularity, dst.clip = role.bits, spec.method, spec.granularity, spec.clip
+end
+
+local QL = {
+  q = C.DQ_QL_SELF_Q, k = C.DQ_QL_SELF_K, v = C.DQ_QL_SELF_V, out = C.DQ_QL_SELF_OUT,
+  cross_q = C.DQ_QL_CROSS_Q, cross_k = C.DQ_QL_CROSS_K, cross_v = C.DQ_QL_CROSS_V, cross_out = C.DQ_QL_CROSS_OUT,
+  fc1 = C.DQ_QL_FC1, fc2 = C.DQ_QL_FC2,
+}
+local QL_SELF = { query = C.DQ_QL_SELF_QUERY, key = C.DQ_QL_SELF_KEY, probs = C.DQ_QL_SELF_PROBS,
+  values = C.DQ_QL_SELF_VALUE }
+local QL_CROSS = { query = C.DQ_QL_CROSS_QUERY, key = C.DQ_QL_CROSS_KEY, probs = C.DQ_QL_CROSS_PROBS,
+  values = C.DQ_QL_CROSS_VALUE }
+
+local function layer_flags(layers)
+  local arr = ffi.new("int32_t[?]", math.max(#layers, 1))
+  for i, l in ipairs(layers) do
+    local f = 0
+    for name in pairs(l.linears) do f = bit.bor(f, QL[name]) end
+    for name in pairs(l.attention) do f = bit.bor(f, QL_SELF[name]) end
+    for name in pairs(l.cross_attention or {}) do f = bit.bor(f, QL_CROSS[name]) end
+    arr[i - 1] = f
+  end
+  return arr
+end
+
+function Model:set_quant(spec, opts)
+  local h = live(self, 2)
+  if spec == nil or spec == false then
+    check(C.dq_model_set_quant(h, nil), 2)
+    self.quant_plan = nil
+    return self
+  end
+  local i = self:info()
+  local plan = require("dqbart.quant_plan").model_plan(spec, opts,
+    { encoder = i.encoder_layers, decoder = i.decoder_layers }, 2)
+  local p = ffi.new("dq_model_quant_plan")
+  fill_role(p.weight, plan.weight)
+  fill_role(p.embedding, plan.embedding)
+  fill_role(p.activation, plan.activation)
+  local enc, dec = layer_flags(plan.encoder), layer_flags(plan.decoder)
+  p.encoder_layers, p.decoder_layers = enc, dec
+  p.num_encoder_layers, p.num_decoder_layers = #plan.encoder, #plan.decoder
+  check(C.dq_model_set_quant(h, p), 2)
+  self.quant_plan = plan
+  return self
+end
+
+function Model:quantize_weights()
+  check(C.dq_model_quantize_weights(live(self, 2)), 2)
+  return self
+end
+
+local quant_info_ct = ffi.typeof("dq_model_quant_info")
+local method_names = { [tonumber(C.DQ_QUANT_AUTO)] = "auto", [tonumber(C.DQ_QUANT_SYM)] = "sym",
+  [tonumber(C.DQ_QUANT_TWN)] = "twn", [tonumber(C.DQ_QUANT_BWN)] = "bwn", [tonumber(C.DQ_QUANT_ASYM)] = "asym" }
+local granularity_names = { [tonumber(C.DQ_QUANT_PER_TENSOR)] = "tensor", [tonumber(C.DQ_QUANT_PER_ROW)] = "row" }
+
+local function role_table(r)
+  if r.bits == 32 then return false end
+  return { bits = r.bits, method = method_names[tonumber(r.method)], granularity = granularity_names[tonumber(
+    r.granularity)], clip = tonumber(r.clip) }
+end
+
+-- The plan in force: { active, bits = "W-E-A", weight/embedding/activation
+-- = role or false, plan = the resolved plan (set_quant's), counts }.
+function Model:quant()
+  local q = quant_info_ct()
+  check(C.dq_model_get_quant(live(self, 2), q), 2)
+  local out = {
+    active = q.active ~= 0, caller_schedules = q.caller_schedules ~= 0,
+    weight = role_table(q.weight), embedding = role_table(q.embedding), activation = role_table(q.activation),
+    quantized_weights = q.quantized_weights, quantized_weight_numel = tonumber(q.quantized_weight_numel),
+    quantized_embedding_numel = tonumber(q.quantized_embedding_numel),
+    quantized_activations = q.quantized_activations, weight_updates = tonumber(q.weight_updates),
+    plan = self.quant_plan,
+  }
+  out.bits = ("%d-%d-%d"):format(q.weight.bits, q.embedding.bits, q.activation.bits)
+  return out
+end
+
+function Model:working_param(p)
+  live(self, 2)
+  local t = tensor.undefined()
+  check(C.dq_model_working_param(self.handle, param_index(self, p, 2), t), 2)
+  return t
+end
+
 function Model:__tostring()
   if not self.handle then return "model(freed)" end
   local i = self:info()
@@ -361,13 +481,15 @@ end
 
 -- ---- loss --------------------------------------------------------------------------------------
 
+-- The fused token cross-entropy of dq.loss (engine/dqbart_loss.h) with this
+-- module's older option names: scale is the gradient's weight.
 function M.cross_entropy(logits, labels, opts)
   opts = opts or {}
   local loss = tensor.undefined()
   local grad = opts.grad
   if grad ~= nil and not tensor.is_tensor(grad) then error("cross_entropy: opts.grad must be a tensor", 2) end
-  check(C.dq_cross_entropy(loss, grad, logits, labels, opts.ignore_index or -100, opts.scale or 1,
-    opts.accumulate and 1 or 0), 2)
+  check(C.dq_loss_cross_entropy(loss, grad, opts.scale or 1, opts.accumulate and C.DQ_LOSS_ADD_GRAD or 0, logits,
+    labels, opts.ignore_index or -100, 0), 2)
   return loss
 end
 

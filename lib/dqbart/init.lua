@@ -53,5 +53,6 @@ dq.select = require("dqbart.select")
 dq.optim = require("dqbart.optim")
 dq.schedule = require("dqbart.schedule")
 dq.recipe = require("dqbart.recipe")
+dq.generate = require("dqbart.generate")
 
 return dq

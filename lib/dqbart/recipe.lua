@@ -438,6 +438,13 @@ local SCHEMA = section("", "a DQ-BART run", {
   field("threads", T.integer({ min = 0 }), 0, "CPU threads (0: the engine's default)"),
   field("output_dir", path_type, function(r) return "runs/" .. r.name end,
     "where checkpoints, logs and results go", { default_doc = "runs/<name>", aliases = { "output", "out_dir" } }),
+  field("resume", T.either(T.boolean, T.string), false,
+    "continue from the checkpoint in <output_dir>/checkpoint (true; also `dqbart RECIPE --resume`) or in the "
+    .. "directory given: the losses repeat those of an uninterrupted run (a run without a checkpoint starts over)",
+    { aliases = { "resume_from_checkpoint" } }),
+  field("checkpoint_every_steps", T.integer({ min = 1 }), nil,
+    "also write the resumable checkpoint every N updates (it is written after each validation, at the end and "
+    .. "on Ctrl-C anyway)", { default_doc = "no", aliases = { "save_steps", "save_every_steps" } }),
 
   section("data", "training, validation and test data (JSON Lines or TSV; dq.data's options)", {
     field("dir", path_type, nil, "directory of the data files; relative train/valid/test paths are inside it",
@@ -494,6 +501,10 @@ local SCHEMA = section("", "a DQ-BART run", {
       field("max_positions", T.integer({ min = 1 }),
         function(r) return math.max(r.data.max_source_length, r.data.max_target_length) end,
         "learned positions (max_position_embeddings)", { default_doc = "the longer of the data's max lengths" }),
+      field("init_std", T.number({ above = 0 }), function(r) return 1 / math.sqrt(r.teacher.train.d_model) end,
+        "standard deviation of the initial weights (config.json init_std; transformers' 0.02 suits d_model 768 "
+        .. "and up, but leaves a small model's cross-attention too weak to learn from in a short run)",
+        { default_doc = "1 / sqrt(d_model)" }),
       field("dropout", T.number({ min = 0, max = 1 }), 0.1, "dropout"),
       field("attention_dropout", T.number({ min = 0, max = 1 }), 0.0, "attention dropout"),
       field("activation_dropout", T.number({ min = 0, max = 1 }), 0.0, "activation dropout"),

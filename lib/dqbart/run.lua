@@ -20,6 +20,8 @@ local function spec_for(path)
       { "--set", metavar = "KEY=VALUE", multiple = true,
         help = "override a recipe key (repeatable): --set optim.lr=1e-4 --set student.encoder_layers=0,2,5" },
       { "--schema", flag = true, help = "list every recipe key with its type, default and meaning" },
+      { "--resume", flag = true,
+        help = "continue from the checkpoint in the output directory (the recipe key resume = true)" },
     },
     epilog = "Values in --set are read by the key's type: numbers, true/false, text, lists as 0,2,5.",
   }
@@ -284,7 +286,18 @@ function M.train(r, info)
       .. "--dry-run checks the recipe\n")
     return 1
   end
-  return loop.run(r, info) or 0
+  -- A message without a source position is the user's to read (a missing
+  -- file, a checkpoint of another recipe): no traceback for those.
+  local ok, code = xpcall(function() return loop.run(r, info) end, function(e)
+    e = tostring(e)
+    if e:find("%.lua:%d+:") then return debug.traceback(e, 2) end
+    return e
+  end)
+  if not ok then
+    io.stderr:write("dqbart: ", code, "\n")
+    return 1
+  end
+  return code or 0
 end
 
 -- result: what the recipe file returned; path: the file; script_arg: its arg table.
@@ -297,7 +310,14 @@ function M.main(result, path, script_arg)
     print(recipe.doc())
     return 0
   end
-  local ok, r, info = pcall(recipe.resolve, result, { source = path, sets = opts.set })
+  local sets = opts.set or {}
+  if opts.resume then
+    local with = {}
+    for i, v in ipairs(sets) do with[i] = v end
+    with[#with + 1] = "resume=true"
+    sets = with
+  end
+  local ok, r, info = pcall(recipe.resolve, result, { source = path, sets = sets })
   if not ok then
     io.stderr:write("dqbart: ", tostring(r), "\n")
     return 2

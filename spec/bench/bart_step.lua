@@ -15,18 +15,8 @@
 -- while; --batch 2 gives a quick number. On the GPU host:
 --   dqbart spec/bench/bart_step.lua --device cuda --dtype bf16
 -- and compare with spec/bench/bart_step_peer.py (PyTorch + transformers).
-local ffi = require("ffi")
 local dq = require("dqbart")
-
-ffi.cdef [[
-typedef struct { long tv_sec; long tv_nsec; } dq_bench_timespec;
-int clock_gettime(int clk, dq_bench_timespec *ts);
-]]
-local function now()
-  local ts = ffi.new("dq_bench_timespec")
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 
 local argv = arg or {}
 local opts = { config = "base", batch = 16, src = 512, tgt = 64, device = "cpu", dtype = "f32", steps = 3, warmup = 1 }
@@ -96,10 +86,10 @@ m:zero_grad()
 for k = 1, opts.warmup do step(k) end
 if opts.device ~= "cpu" then dq.sync(opts.device) end
 io.write(("arena %.2f GiB after warmup\n"):format(m:info().arena_bytes / 2 ^ 30))
-local t0 = now()
+local t0 = bench.wall()
 for k = 1, opts.steps do step(opts.warmup + k) end
 if opts.device ~= "cpu" then dq.sync(opts.device) end
-local dt = (now() - t0) / opts.steps
+local dt = (bench.wall() - t0) / opts.steps
 io.write(("%.3f s/step, %.0f tokens/s (source + target), %.0f target tokens/s\n"):format(
   dt, B * (S + T) / dt, B * T / dt))
 m:free()

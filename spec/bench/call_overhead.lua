@@ -1,16 +1,9 @@
 -- The cost of one LuaJIT-to-engine call for a tiny op (a 1-element scale
 -- into a preallocated out), and of a bare FFI call to the library, per call.
 -- Run: build/dqbart spec/bench/call_overhead.lua [calls]
-local ffi = require("ffi")
 local dq = require("dqbart")
 local C = require("dqbart.ffi").C
-
-ffi.cdef("int clock_gettime(int, void *);")
-local function wall()
-  local ts = ffi.new("struct { long sec; long nsec; }")
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
-end
+local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 
 local calls = tonumber(arg[1]) or 2000000
 local x, out = dq.ones(1), dq.zeros(1)
@@ -19,9 +12,7 @@ local function per_call(fn)
   fn(1000)
   local best = math.huge
   for _ = 1, 5 do
-    local t0 = wall()
-    fn(calls)
-    best = math.min(best, (wall() - t0) / calls)
+    best = math.min(best, bench.timed(function() fn(calls) end) / calls)
   end
   return best
 end

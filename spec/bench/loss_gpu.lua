@@ -6,40 +6,15 @@
 --   reps = 20, dtype = bf16 (inputs and gradients; or f32)
 -- Bytes counted once each: inputs read, gradient written (and read too when
 -- added). Every loss writes or adds its gradient; values stay on the GPU.
-local ffi = require("ffi")
 local dq = require("dqbart")
+local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 
 local reps = tonumber(arg[1]) or 20
 local dtype = arg[2] or "bf16"
 local PEAK = 3.35e12
 local B, S, T, V, H, D = 16, 512, 64, 50265, 12, 768
 
-if dq.cuda_device_count() == 0 then
-  io.stderr:write(("loss_gpu: no CUDA device (built with CUDA: %s)\n"):format(
-    dq.built_with_cuda() and "yes" or "no"))
-  os.exit(1)
-end
-
-ffi.cdef("int clock_gettime(int, void *);")
-local function wall()
-  local ts = ffi.new("struct { long sec; long nsec; }")
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
-end
-
-local function measure(step)
-  for _ = 1, 3 do step() end
-  dq.sync()
-  local times = {}
-  for r = 1, 5 do
-    local t0 = wall()
-    for _ = 1, reps do step() end
-    dq.sync()
-    times[r] = (wall() - t0) / reps
-  end
-  table.sort(times)
-  return times[3]
-end
+bench.need_cuda("loss_gpu")
 
 local size = dtype == "f32" and 4 or 2
 local seed = 0
@@ -54,7 +29,7 @@ local labels = dq.tensor(ids, { dtype = "i64", device = "cuda" }):reshape(B, T)
 
 local value = dq.zeros({}, { device = "cuda" })
 local function report(name, numel, inputs, add, step)
-  local t = measure(step)
+  local t = bench.gpu_seconds_per_step(step, reps, 3)
   local bytes = numel * size * (inputs + 1 + (add and 1 or 0))
   print(("  %-34s %8.3f ms  %7.1f GB/s  %5.1f%% of 3.35 TB/s"):format(name, t * 1e3, bytes / t * 1e-9,
     bytes / t / PEAK * 100))

@@ -10,25 +10,14 @@
 -- call and for one dq.quant.quantize per tensor, with the effective
 -- bandwidth (weights read once + results written once) against the H100's
 -- ~3.35 TB/s.
-local ffi = require("ffi")
 local dq = require("dqbart")
+local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 
 local reps = tonumber(arg[1]) or 50
 local out_dtype = arg[2] or "bf16"
 local PEAK = 3.35e12
 
-if dq.cuda_device_count() == 0 then
-  io.stderr:write(("quant_gpu: no CUDA device (built with CUDA: %s)\n"):format(
-    dq.built_with_cuda() and "yes" or "no"))
-  os.exit(1)
-end
-
-ffi.cdef("int clock_gettime(int, void *);")
-local function wall()
-  local ts = ffi.new("struct { long sec; long nsec; }")
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
-end
+bench.need_cuda("quant_gpu")
 
 -- bart-base linear weights: encoder layer q, k, v, out, fc1, fc2; decoder
 -- layer the same plus cross-attention q, k, v, out.
@@ -61,20 +50,6 @@ local emb, emb_out = master:view(offset, V, d), working:view(offset, V, d)
 local out_size = out_dtype == "f32" and 4 or 2
 local bytes = total * 4 + total * out_size
 
-local function measure(step)
-  for _ = 1, 3 do step() end
-  dq.sync()
-  local times = {}
-  for r = 1, 5 do
-    local t0 = wall()
-    for _ = 1, reps do step() end
-    dq.sync()
-    times[r] = (wall() - t0) / reps
-  end
-  table.sort(times)
-  return times[3]
-end
-
 print(("bart-base weights: %d linear tensors + embedding [%d, %d], %.1f M values, f32 -> %s, median of 5 x %d steps")
   :format(#shapes, V, d, total / 1e6, out_dtype, reps))
 for _, bits in ipairs({ 2, 8 }) do
@@ -89,7 +64,7 @@ for _, bits in ipairs({ 2, 8 }) do
   local emb_only = function() dq.quant.quantize(emb, { bits = bits, granularity = "row", out = emb_out }) end
   for _, case in ipairs({ { "quantize_many + embedding", batched }, { "one call per tensor", per_tensor },
                           { "embedding alone (per row)", emb_only } }) do
-    local t = measure(case[2])
+    local t = bench.gpu_seconds_per_step(case[2], reps, 3)
     local b = case[1]:match("embedding alone") and V * d * (4 + out_size) or bytes
     print(("  %d-%d %-28s %7.3f ms  %7.1f GB/s  %5.1f%% of 3.35 TB/s"):format(bits, bits, case[1], t * 1e3,
       b / t * 1e-9, b / t / PEAK * 100))

@@ -17,17 +17,8 @@
 -- encodes all of them with special tokens in one batch call. Both sides
 -- must produce the same ids (count and sum are compared).
 local ffi = require("ffi")
-
-ffi.cdef([[
-typedef struct { long tv_sec; long tv_nsec; } dq_bench_timespec;
-int clock_gettime(int clk, dq_bench_timespec *ts);
-]])
-
-local function now()
-  local ts = ffi.new("dq_bench_timespec")
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
+local files = require("files")
 
 local opts = { mb = 20, python = "python3", peer = true, train = true, vocab_size = 8000, repeat_ = 3, tokenizers = {} }
 local i = 1
@@ -51,11 +42,8 @@ local FIX = here .. "/../fixtures/tokenizers/"
 -- ---- the text ------------------------------------------------------------------
 
 local function make_text(mb)
-  local f = assert(io.open(FIX .. "corpus.txt", "rb"))
-  local corpus = f:read("*a")
-  f:close()
   local lines = {}
-  for l in corpus:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  for l in files.read(FIX .. "corpus.txt"):gmatch("[^\n]+") do lines[#lines + 1] = l end
   local seed = 12345
   local function rand(n) -- a small LCG: the same text on every machine
     seed = (seed * 1103515245 + 12345) % 2147483648
@@ -89,9 +77,9 @@ local function run_ours(tok, texts, threads)
   dq.set_num_threads(threads)
   local best, total, sum = math.huge, 0, 0
   for _ = 1, opts.repeat_ do
-    local t0 = now()
+    local t0 = bench.wall()
     local ids, offsets = tok:encode_flat(texts)
-    local dt = now() - t0
+    local dt = bench.wall() - t0
     if dt < best then best = dt end
     total, sum = checksum(ids, offsets)
     ids:free()
@@ -112,21 +100,14 @@ end
 
 local texts, bytes, text_path
 if opts.text then
-  local f = assert(io.open(opts.text, "rb"))
-  local all = f:read("*a")
-  f:close()
   texts, bytes = {}, 0
-  for l in all:gmatch("([^\n]*)\n") do texts[#texts + 1] = l; bytes = bytes + #l end
+  for l in files.read(opts.text):gmatch("([^\n]*)\n") do texts[#texts + 1] = l; bytes = bytes + #l end
   text_path = os.tmpname()
 else
   texts, bytes = make_text(opts.mb)
   text_path = os.tmpname()
 end
-do -- the peer reads the same lines
-  local f = assert(io.open(text_path, "wb"))
-  f:write(table.concat(texts, "\n"), "\n")
-  f:close()
-end
+files.write(text_path, table.concat(texts, "\n") .. "\n") -- the peer reads the same lines
 local mb = bytes / 1e6
 local cores = dq.get_num_threads()
 print(("text: %.1f MB, %d lines; %d cores (dqbart %s)"):format(mb, #texts, cores, dq.version()))
@@ -180,9 +161,9 @@ if opts.train then
   local out = os.tmpname()
   os.remove(out)
   dq.set_num_threads(cores)
-  local t0 = now()
+  local t0 = bench.wall()
   dq.tokenizer.train_bpe({ files = { text_path }, vocab_size = opts.vocab_size, min_frequency = 2, out = out })
-  local ours = now() - t0
+  local ours = bench.wall() - t0
   print(("\ntrain byte-level BPE, vocab %d, %.1f MB, %d cores:"):format(opts.vocab_size, mb, cores))
   print(("  dqbart      %6.2f s"):format(ours))
   if opts.peer then
@@ -199,8 +180,8 @@ if opts.train then
       print(("  tokenizers  %6.2f s   (%s)"):format(r.train_seconds, same and "identical vocab.json and merges.txt"
         or "FILES DIFFER"))
     end
-    os.execute("rm -rf " .. ref)
+    files.remove_tree(ref)
   end
-  os.execute("rm -rf " .. out)
+  files.remove_tree(out)
 end
 os.remove(text_path)

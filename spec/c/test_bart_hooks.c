@@ -83,7 +83,7 @@ static run_result run(dq_model *m, dq_tensor *in) {
   CHECK_OK(dq_model_forward(m, &in[0], &in[1], &in[2], &in[3], 0));
   CHECK_OK(dq_model_output(m, DQ_OUT_LOGITS, 0, &logits));
   CHECK_OK(dq_model_output_grad(m, DQ_OUT_LOGITS, 0, &dlogits));
-  CHECK_OK(dq_cross_entropy(&loss, &dlogits, &logits, &in[4], -100, 1.0f, 0));
+  CHECK_OK(dq_loss_cross_entropy(&loss, &dlogits, 1.0f, 0, &logits, &in[4], -100, 0.0f));
   CHECK_OK(dq_model_zero_grad(m));
   CHECK_OK(dq_model_backward(m));
   CHECK_OK(dq_model_grads(m, &grads));

@@ -7,6 +7,8 @@ return {
   "bleu",
   "data",
   "forward",
+  "generate",
+  "eval",
   "tokenize",
   "train-bpe",
   "size",

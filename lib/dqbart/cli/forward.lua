@@ -14,6 +14,9 @@ local spec = {
     { "--dtype", metavar = "DTYPE", default = "f32", choices = { "f32", "bf16" },
       help = "activation dtype (bf16 on cuda only)" },
     { "--grads", flag = true, help = "also write grad.<parameter> for every parameter (needs labels)" },
+    { "--quant", metavar = "W-E-A", help = "run the model as a DQ-BART student quantized W-E-A (e.g. 2-2-8, 8-8-8; "
+      .. "32 = full precision)" },
+    { "--clip", metavar = "C", type = "number", help = "clip of every quantizer with --quant [default: 2.5]" },
   },
   epilog = [[
 IN holds input_ids and decoder_input_ids ([B, S] and [B, T], integers) and
@@ -29,7 +32,14 @@ grad.<parameter name> for every trainable parameter, the gradient of loss.
 
 Dropout is off: outputs come from an eval-mode forward, gradients from a
 training-mode forward with every dropout probability 0, so both are
-deterministic.]],
+deterministic.
+
+With --quant the model runs under the reference's quantization plan
+(DQBART.md section 2): quantized layer weights (TWN at 2 bits, else
+symmetric, per tensor), token embedding (per row) and activations, the LM
+head in full precision; every quantizer clips to [-C, C]. The outputs are
+the quantized model's, and grad.<parameter> are the gradients of the latent
+(full-precision) weights through the straight-through estimator.]],
 }
 
 local function fail(msg)
@@ -41,6 +51,7 @@ local function run(argv)
   local opts, code = args.parse(argv, spec)
   if not opts then return code end
   if opts.dtype == "bf16" and opts.device ~= "cuda" then return fail("--dtype bf16 needs --device cuda") end
+  if opts.clip and not opts.quant then return fail("--clip needs --quant") end
   local ok, err = pcall(function()
     local inputs_file = dq.safetensors.open(opts.inputs)
     local inputs = inputs_file:tensors()
@@ -49,6 +60,7 @@ local function run(argv)
     end
     if opts.grads and not inputs.labels then error("--grads needs labels in " .. opts.inputs, 0) end
     local m = dq.model.load(opts.model, { device = opts.device, dtype = opts.dtype })
+    if opts.quant then m:set_quant(opts.quant, { clip = opts.clip }) end
     if opts.grads then
       m:set_dropout({ dropout = 0, attention_dropout = 0, activation_dropout = 0 }):train()
     else

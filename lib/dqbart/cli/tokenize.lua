@@ -10,7 +10,7 @@
 --   * --decode: every input line is ids separated by spaces; the output is
 --     one line of text per input line (with --json, one JSON string per
 --     line, so decoded newlines survive).
-local args = require("dqbart.cli.args")
+local user_errors = require("dqbart.cli.user_errors")
 
 local M = {
   summary = "encode text lines to token ids (or decode ids with --decode)",
@@ -104,21 +104,10 @@ end
 -- ---- the command ---------------------------------------------------------------------
 
 local function encode_lines(tok, lines, opts, out)
-  local ids, offsets = tok:encode_flat(lines, { special = not opts.no_special })
-  local ffi = require("ffi")
-  local p = ffi.cast("const int32_t *", ids.data)
-  local off = ffi.cast("const int64_t *", offsets.data)
   local buf = {}
-  for i = 1, #lines do
-    local parts, k = {}, 0
-    for j = tonumber(off[i - 1]), tonumber(off[i]) - 1 do
-      k = k + 1
-      parts[k] = p[j]
-    end
-    buf[i] = table.concat(parts, " ")
+  for i, ids in ipairs(tok:encode_batch(lines, { special = not opts.no_special })) do
+    buf[i] = table.concat(ids, " ")
   end
-  ids:free()
-  offsets:free()
   buf[#buf + 1] = ""
   out:write(table.concat(buf, "\n"))
 end
@@ -179,16 +168,6 @@ local function run(opts)
 end
 
 -- Bad input and unloadable tokenizers are the user's errors: a message, no traceback.
-function M.run(argv)
-  local opts, code = args.parse(argv, SPEC)
-  if not opts then return code end
-  local ok, result = pcall(run, opts)
-  if not ok then
-    io.stdout:flush()
-    io.stderr:write("dqbart tokenize: " .. tostring(result):gsub("^[^:\n]+%.lua:%d+: ", "") .. "\n")
-    return 1
-  end
-  return result
-end
+M.run = user_errors.runner(SPEC, run)
 
 return M

@@ -1,7 +1,7 @@
 -- dqbart train-bpe: train a byte-level BPE tokenizer (BART / RoBERTa /
 -- GPT-2 style) as the tokenizers library's ByteLevelBPETokenizer does, and
 -- write vocab.json, merges.txt and tokenizer.json.
-local args = require("dqbart.cli.args")
+local user_errors = require("dqbart.cli.user_errors")
 
 local M = {
   summary = "train a byte-level BPE tokenizer (vocab.json + merges.txt + tokenizer.json)",
@@ -41,16 +41,6 @@ local function run(opts)
 end
 
 -- Bad input and unloadable tokenizers are the user's errors: a message, no traceback.
-function M.run(argv)
-  local opts, code = args.parse(argv, SPEC)
-  if not opts then return code end
-  local ok, result = pcall(run, opts)
-  if not ok then
-    io.stdout:flush()
-    io.stderr:write("dqbart train-bpe: " .. tostring(result):gsub("^[^:\n]+%.lua:%d+: ", "") .. "\n")
-    return 1
-  end
-  return result
-end
+M.run = user_errors.runner(SPEC, run)
 
 return M

@@ -1,0 +1,69 @@
+-- bench: what the benchmarks in spec/bench/ share. A benchmark loads it by
+-- its own path, since the launcher runs it as a plain script:
+--
+--   local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
+--
+-- Loading it also puts spec/support/ on package.path, so benchmarks can
+-- require the specs' helpers ("files", ...).
+local ffi = require("ffi")
+local dq = require("dqbart")
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+package.path = here .. "/../support/?.lua;" .. package.path
+
+local M = {}
+
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } dq_bench_timespec;
+int clock_gettime(int clk, dq_bench_timespec *ts);
+]]
+local ts = ffi.new("dq_bench_timespec")
+
+-- Seconds on the monotonic clock (os.time has 1 s resolution, os.clock
+-- counts CPU time of every thread).
+function M.wall()
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+-- Seconds one call of fn takes.
+function M.timed(fn)
+  local t0 = M.wall()
+  fn()
+  return M.wall() - t0
+end
+
+-- The median of a list of numbers (the lower one of the middle two); sorts
+-- the list in place.
+function M.median(list)
+  table.sort(list)
+  return list[math.floor((#list + 1) / 2)]
+end
+
+-- Exits (status 1) with a message naming the benchmark unless a CUDA
+-- device is present.
+function M.need_cuda(name)
+  if dq.cuda_device_count() == 0 then
+    io.stderr:write(("%s: no CUDA device (built with CUDA: %s)\n"):format(name,
+      dq.built_with_cuda() and "yes" or "no"))
+    os.exit(1)
+  end
+end
+
+-- Seconds per step on the GPU: `warmup` steps (plan caches, clocks), then
+-- the median of 5 timings of `reps` back-to-back steps each, timed between
+-- two syncs (so launch overhead overlaps the GPU work, as in training).
+function M.gpu_seconds_per_step(step, reps, warmup)
+  for _ = 1, warmup do step() end
+  dq.sync()
+  local times = {}
+  for r = 1, 5 do
+    local t0 = M.wall()
+    for _ = 1, reps do step() end
+    dq.sync()
+    times[r] = (M.wall() - t0) / reps
+  end
+  return M.median(times)
+end
+
+return M
