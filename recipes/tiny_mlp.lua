@@ -1,4 +1,4 @@
--- tiny_mlp.lua: the engine's ops at work until the DQ-BART demo lands.
+-- tiny_mlp.lua: the engine's ops at work, without the model or the trainer.
 -- A two-layer GELU network with LayerNorm learns y = sin(3 x1) + x2^2 by
 -- gradient descent, with every backward written by hand, on the CPU or
 -- (dqbart recipes/tiny_mlp.lua cuda) on the GPU. It prints the loss falling.

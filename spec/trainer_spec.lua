@@ -68,6 +68,25 @@ describe("checkpoint files", function()
     assert.are.equal("three", checkpoint.read_file(dir .. "/a.txt"))
     assert.is_false(checkpoint.exists(dir .. ".old"))
   end)
+
+  it("lock a directory against a second run, and take over a lock whose run is gone", function()
+    local dir = tmpdir() .. "/out"
+    local release = checkpoint.lock(dir, "output_dir")
+    -- held by a live process (this one): refused, naming the pid and the lock
+    local ok, err = pcall(checkpoint.lock, dir, "output_dir")
+    assert.is_false(ok)
+    assert.matches("output_dir: another dqbart run %(pid %d+%) is using " .. dir:gsub("%p", "%%%0"), err)
+    assert.matches("remove " .. (dir .. ".lock"):gsub("%p", "%%%0"), err)
+    release()
+    assert.is_false(checkpoint.exists(dir .. ".lock"))
+    -- left by a process that no longer exists: taken over
+    checkpoint.mkdir_p(dir .. ".lock")
+    local gone = tonumber(io.popen("sh -c 'echo $$'"):read("*l"))
+    checkpoint.write_file(dir .. ".lock/pid", tostring(gone) .. "\n")
+    release = checkpoint.lock(dir, "output_dir")
+    assert.are_not.equal(tostring(gone) .. "\n", checkpoint.read_file(dir .. ".lock/pid"))
+    release()
+  end)
 end)
 
 describe("progress", function()

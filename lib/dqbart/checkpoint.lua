@@ -53,6 +53,48 @@ function M.read_file(path)
   return s
 end
 
+-- One run at a time per directory: `dir.lock` is made with mkdir (atomic)
+-- and holds the owner's pid. A lock whose process is gone (killed, power
+-- cut) is taken over. Returns the function that releases it.
+local function pid()
+  local ffi = require("ffi")
+  pcall(ffi.cdef, "int getpid(void);")
+  return ffi.C.getpid()
+end
+
+local function alive(p)
+  return p and os.execute(("kill -0 %d 2>/dev/null"):format(p)) == 0
+end
+
+function M.lock(dir, what)
+  local lock = dir .. ".lock"
+  local parent = lock:match("^(.*)/[^/]+$")
+  if parent and parent ~= "" then M.mkdir_p(parent) end
+  for _ = 1, 2 do
+    if os.execute("mkdir " .. quote(lock) .. " 2>/dev/null") == 0 then
+      M.write_file(lock .. "/pid", tostring(pid()) .. "\n")
+      return function() M.remove_tree(lock) end
+    end
+    local owner = tonumber(M.read_file(lock .. "/pid") or "")
+    if alive(owner) then
+      error(("%s: another dqbart run (pid %d) is using %s; wait for it to finish or give this run another "
+        .. "directory (if there is no such run, remove %s)"):format(what, owner, dir, lock), 0)
+    end
+    M.remove_tree(lock) -- left by a run that no longer exists
+  end
+  error(("%s: cannot lock %s (%s.lock)"):format(what, dir, dir), 0)
+end
+
+-- fn(...) with dir locked; the lock goes whatever fn does. Returns fn's
+-- first two results.
+function M.with_lock(dir, what, fn, ...)
+  local release = M.lock(dir, what)
+  local ok, a, b = pcall(fn, ...)
+  release()
+  if not ok then error(a, 0) end
+  return a, b
+end
+
 -- Write a file through a temporary name and a rename.
 function M.write_file(path, text)
   local tmp = path .. ".tmp"

@@ -88,7 +88,8 @@ function Progress:text(s)
   local parts = {}
   if self.label then parts[#parts + 1] = self.label end
   if s.epoch then
-    parts[#parts + 1] = self.epochs and ("epoch %d/%s"):format(s.epoch, tostring(self.epochs))
+    local e = self.epochs
+    parts[#parts + 1] = e and ("epoch %d/%s"):format(s.epoch, e % 1 == 0 and ("%d"):format(e) or ("%.2f"):format(e))
       or ("epoch %d"):format(s.epoch)
   end
   parts[#parts + 1] = self.total and ("step %d/%d"):format(s.update, self.total) or ("step %d"):format(s.update)

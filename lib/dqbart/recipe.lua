@@ -509,6 +509,8 @@ local SCHEMA = section("", "a DQ-BART run", {
       field("attention_dropout", T.number({ min = 0, max = 1 }), 0.0, "attention dropout"),
       field("activation_dropout", T.number({ min = 0, max = 1 }), 0.0, "activation dropout"),
       field("epochs", T.number({ above = 0 }), 10, "training epochs"),
+      field("max_steps", T.integer({ min = 1 }), nil, "total updates; replaces epochs",
+        { default_doc = "epochs x updates per epoch", aliases = { "steps" } }),
       field("lr", T.number({ above = 0 }), 5e-4, "peak learning rate (linear warmup and decay)",
         { aliases = { "learning_rate" } }),
       field("warmup_ratio", T.number({ min = 0, max = 1 }), 0.05, "warmup share of the updates"),

@@ -117,8 +117,9 @@ local function report_teacher_and_student(r)
   if r.teacher.train then
     local tr = r.teacher.train
     say("trained first into %s: BART d_model %d, %d+%d layers, %d heads, ffn %d, BPE vocabulary of at most %d "
-      .. "tokens, %d positions; %s epochs at lr %g", tr.dir, tr.d_model, tr.encoder_layers, tr.decoder_layers, tr.heads,
-      tr.ffn_dim, tr.vocab_size, tr.max_positions, recipe.value_text(tr.epochs), tr.lr)
+      .. "tokens, %d positions; %s at lr %g", tr.dir, tr.d_model, tr.encoder_layers, tr.decoder_layers, tr.heads,
+      tr.ffn_dim, tr.vocab_size, tr.max_positions,
+      tr.max_steps and ("%d updates"):format(tr.max_steps) or (recipe.value_text(tr.epochs) .. " epochs"), tr.lr)
   else
     say("%s (%s)", r.teacher.path, cfg.model_type)
   end
@@ -196,7 +197,7 @@ local function report_steps(r, missing_keys, info)
   if r.teacher.train then
     local tr = r.teacher.train
     local per = schedule.steps_per_epoch({ examples = n, batch_size = tr.batch_size })
-    local total = schedule.total_steps({ epochs = tr.epochs, steps_per_epoch = per })
+    local total = schedule.total_steps({ epochs = tr.epochs, max_steps = tr.max_steps, steps_per_epoch = per })
     say("teacher training: %d updates per epoch (batch %d), %d in all, %d warmup", per, tr.batch_size, total,
       schedule.warmup_steps(total, tr.warmup_ratio, r.schedule.warmup_rounding))
   end
@@ -268,24 +269,13 @@ function M.check_inputs(r, info)
   return problems
 end
 
--- The DQ loop, once lib/dqbart/dq.lua exists.
-local function trainer()
-  if package.searchpath("dqbart.dq", package.path) then return require("dqbart.dq") end
-  return nil
-end
-
 function M.train(r, info)
   local problems = M.check_inputs(r, info)
   if #problems > 0 then
     io.stderr:write(("dqbart: recipe %s cannot run:\n  %s\n"):format(info.source or "", table.concat(problems, "\n  ")))
     return 2
   end
-  local loop = trainer()
-  if not loop or type(loop.run) ~= "function" then
-    io.stderr:write("dqbart: training needs the DQ loop: not yet available (lib/dqbart/dq.lua); "
-      .. "--dry-run checks the recipe\n")
-    return 1
-  end
+  local loop = require("dqbart.dq")
   -- A message without a source position is the user's to read (a missing
   -- file, a checkpoint of another recipe): no traceback for those.
   local ok, code = xpcall(function() return loop.run(r, info) end, function(e)

@@ -79,8 +79,11 @@ local function texts_of(r)
   return texts
 end
 
--- config.json of the teacher to train (ids from the trained vocabulary).
-local function config_of(tr, tok)
+-- config.json of the teacher to train (ids from the trained vocabulary),
+-- and generation_config.json with the special tokens and the recipe's
+-- generation settings, as fine-tuned hub checkpoints ship them.
+local function config_of(r, tok)
+  local tr, e = r.teacher.train, r.eval
   return {
     model_type = "bart", vocab_size = tok.vocab_size, d_model = tr.d_model,
     encoder_layers = tr.encoder_layers, decoder_layers = tr.decoder_layers,
@@ -90,6 +93,12 @@ local function config_of(tr, tok)
     init_std = tr.init_std,
     pad_token_id = tok.pad_id, bos_token_id = tok.bos_id, eos_token_id = tok.eos_id,
     decoder_start_token_id = tok.eos_id, forced_eos_token_id = tok.eos_id,
+    generation = {
+      bos_token_id = tok.bos_id, eos_token_id = tok.eos_id, pad_token_id = tok.pad_id,
+      decoder_start_token_id = tok.eos_id, forced_eos_token_id = tok.eos_id, forced_bos_token_id = tok.bos_id,
+      num_beams = e.beams, length_penalty = e.length_penalty, max_length = e.max_length, min_length = e.min_length,
+      no_repeat_ngram_size = e.no_repeat_ngram_size, early_stopping = e.early_stopping,
+    },
   }
 end
 
@@ -97,10 +106,17 @@ end
 local out = io.stdout
 local function say(fmt, ...) out:write(fmt:format(...), "\n"); out:flush() end
 
+-- The recipe's teacher directory: reused when it holds a teacher trained
+-- for the same spec, trained otherwise. Returns dir, or nil and the
+-- trainer's result when training stopped early.
 function M.ensure(r, env)
   out = env.out or io.stdout
-  local tr = r.teacher.train
-  local dir = tr.dir
+  local dir = r.teacher.train.dir
+  -- two runs sharing a teacher directory must not train it at once
+  return checkpoint.with_lock(dir, "teacher", M.reuse_or_train, r, env, dir)
+end
+
+function M.reuse_or_train(r, env, dir)
   local spec = M.spec(r)
   local key = checkpoint.json_encode(spec)
   local done = checkpoint.read_file(dir .. "/" .. M.SPEC_FILE)
@@ -112,7 +128,14 @@ function M.ensure(r, env)
     end
     say("teacher: %s was trained for another spec; training a new one", dir)
   end
+  return M.train(r, env, dir, spec)
+end
 
+-- Train the teacher of the recipe in dir .. ".training" (resumable) and
+-- publish it at dir; returns dir, or nil and the trainer's result when
+-- training stopped early (Ctrl-C, a non-finite loss).
+function M.train(r, env, dir, spec)
+  local tr = r.teacher.train
   local work = dir .. ".training"
   local init = work .. "/init"
   local init_key = checkpoint.json_encode({ spec = spec, init = true })
@@ -127,7 +150,7 @@ function M.ensure(r, env)
       local tok = dq.tokenizer.load(tmp)
       say("teacher: BPE vocabulary of %d tokens from %s (%.1f s)", tok.vocab_size, r.data.train,
         require("dqbart.progress").now() - t0)
-      dq.config.save(tmp, config_of(tr, tok))
+      dq.config.save(tmp, config_of(r, tok))
       -- the initial weights, saved so that the model loads from here and
       -- carries the tokenizer files into every directory it is saved to
       local fresh = dq.model.new(tmp)
@@ -150,7 +173,7 @@ function M.ensure(r, env)
       pad_multiple = r.batch.pad_multiple },
     optim = { variant = "torch", lr = tr.lr, betas = r.optim.betas, eps = 1e-8, weight_decay = tr.weight_decay,
       no_decay = r.optim.no_decay, max_grad_norm = tr.max_grad_norm, skip_nonfinite = r.optim.skip_nonfinite },
-    schedule = { kind = "linear", epochs = tr.epochs, warmup_ratio = tr.warmup_ratio,
+    schedule = { kind = "linear", epochs = tr.epochs, max_steps = tr.max_steps, warmup_ratio = tr.warmup_ratio,
       warmup_rounding = r.schedule.warmup_rounding },
     weights = { task = 1 }, label_smoothing = tr.label_smoothing,
     evaluate = datasets.valid and function(m)

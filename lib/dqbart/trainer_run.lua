@@ -118,6 +118,11 @@ end
 -- ---- run ---------------------------------------------------------------------------------------
 
 function M.run(r, info, opts)
+  -- one run at a time writes an output directory
+  return checkpoint.with_lock(r.output_dir, "output_dir", M.run_locked, r, info, opts)
+end
+
+function M.run_locked(r, info, opts)
   opts = opts or {}
   out = opts.out or io.stdout
   local t_start = progress.now()
