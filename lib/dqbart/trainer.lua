@@ -83,7 +83,9 @@ local function sorted_extra(extra)
   return list
 end
 
-local function make_optimizer(model, o)
+-- AdamW over the model's trainable parameters (weight decay masked by
+-- name when asked); exported for the benchmarks that build a step by hand.
+function M.make_optimizer(model, o)
   local info = model:info()
   local params = model:params():narrow(1, 1, info.trainable_numel)
   local grads = model:grads():narrow(1, 1, info.trainable_numel)
@@ -178,7 +180,7 @@ function M.train(job)
   local sched = schedule.new({ kind = s.kind, lr = job.optim.lr, total_steps = total, warmup_steps = s.warmup_steps,
     warmup_ratio = s.warmup_ratio, warmup_rounding = s.warmup_rounding, num_cycles = s.num_cycles })
 
-  local opt = make_optimizer(model, job.optim)
+  local opt = M.make_optimizer(model, job.optim)
   local extra = sorted_extra(job.extra_losses)
   local cols = columns(job, extra)
   local track_norm = job.optim.max_grad_norm > 0 or job.optim.skip_nonfinite

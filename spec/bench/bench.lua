@@ -5,7 +5,6 @@
 --
 -- Loading it also puts spec/support/ on package.path, so benchmarks can
 -- require the specs' helpers ("files", ...).
-local ffi = require("ffi")
 local dq = require("dqbart")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
@@ -13,18 +12,11 @@ package.path = here .. "/../support/?.lua;" .. package.path
 
 local M = {}
 
-ffi.cdef [[
-typedef struct { long tv_sec; long tv_nsec; } dq_bench_timespec;
-int clock_gettime(int clk, dq_bench_timespec *ts);
-]]
-local ts = ffi.new("dq_bench_timespec")
-
 -- Seconds on the monotonic clock (os.time has 1 s resolution, os.clock
--- counts CPU time of every thread).
-function M.wall()
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+-- counts CPU time of every thread). The library's clock: a second FFI
+-- declaration of clock_gettime with another struct type would be ignored
+-- by LuaJIT, and whichever of the two modules loaded second would fail.
+M.wall = require("dqbart.progress").now
 
 -- Seconds one call of fn takes.
 function M.timed(fn)
