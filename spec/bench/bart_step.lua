@@ -18,30 +18,9 @@
 local dq = require("dqbart")
 local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 
-local argv = arg or {}
-local opts = { config = "base", batch = 16, src = 512, tgt = 64, device = "cpu", dtype = "f32", steps = 3, warmup = 1 }
-local i = 1
-while i <= #argv do
-  local k = argv[i]:match("^%-%-(.+)$")
-  if not k then error("unexpected argument " .. argv[i]) end
-  if k == "dropout" then
-    opts.dropout = true
-  else
-    i = i + 1
-    opts[k] = tonumber(argv[i]) or argv[i]
-  end
-  i = i + 1
-end
-
-local configs = {
-  base = { model_type = "bart", vocab_size = 50265, d_model = 768, encoder_layers = 6, decoder_layers = 6,
-    encoder_attention_heads = 12, decoder_attention_heads = 12, encoder_ffn_dim = 3072, decoder_ffn_dim = 3072,
-    max_position_embeddings = 1024 },
-  large = { model_type = "bart", vocab_size = 50265, d_model = 1024, encoder_layers = 12, decoder_layers = 12,
-    encoder_attention_heads = 16, decoder_attention_heads = 16, encoder_ffn_dim = 4096, decoder_ffn_dim = 4096,
-    max_position_embeddings = 1024 },
-}
-local cfg = assert(configs[opts.config], "--config must be base or large")
+local opts = bench.options(arg or {}, { config = "base", batch = 16, src = 512, tgt = 64, device = "cpu",
+  dtype = "f32", steps = 3, warmup = 1 }, { dropout = true })
+local cfg = assert(bench.BART_CONFIGS[opts.config], "--config must be base, large or tiny")
 if opts.threads then dq.set_num_threads(opts.threads) end
 
 local m = dq.model.new(cfg, { device = opts.device, dtype = opts.dtype })

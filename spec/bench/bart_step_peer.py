@@ -13,10 +13,11 @@ weights, random token ids, full-length sequences, dropout off unless
 and target alone) in the format bart_step.lua uses.
 """
 import argparse
-import time
 
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
+
+from peer_timing import seconds_per_step
 
 CONFIGS = {
     "base": dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
@@ -65,22 +66,11 @@ def main():
             loss = model(**batch).loss
         loss.backward()
 
-    def sync():
-        if a.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     params = sum(p.numel() for p in model.parameters())
     print(f"transformers bart-{a.config} ({params / 1e6:.1f}M parameters), batch {B} x (source {S}, target {T}), "
           f"{a.device} {a.dtype}{' autocast' if a.dtype == 'bf16' else ''}, attention {a.attn}, {torch.get_num_threads()} threads")
     model.zero_grad(set_to_none=False)
-    for _ in range(a.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    sync()
-    dt = (time.perf_counter() - t0) / a.steps
+    dt = seconds_per_step(step, a.steps, a.warmup, a.device.startswith("cuda"))
     print(f"{dt:.3f} s/step, {B * (S + T) / dt:.0f} tokens/s (source + target), {B * T / dt:.0f} target tokens/s")
     if a.device.startswith("cuda"):
         print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")

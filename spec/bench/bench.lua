@@ -18,6 +18,39 @@ local M = {}
 -- by LuaJIT, and whichever of the two modules loaded second would fail.
 M.wall = require("dqbart.progress").now
 
+-- Options "--name value" (numbers converted) over defaults; names in
+-- `flags` take no value and become true.
+function M.options(argv, defaults, flags)
+  local opts = {}
+  for k, v in pairs(defaults) do opts[k] = v end
+  local i = 1
+  while i <= #argv do
+    local k = argv[i]:match("^%-%-(.+)$")
+    if not k then error("unexpected argument " .. argv[i]) end
+    if flags and flags[k] then
+      opts[k] = true
+    else
+      if argv[i + 1] == nil then error("--" .. k .. " needs a value") end
+      i = i + 1
+      opts[k] = tonumber(argv[i]) or argv[i]
+    end
+    i = i + 1
+  end
+  return opts
+end
+
+-- config.json tables of BART shapes (random-weight benchmarks).
+local function bart(d, layers, heads, ffn, vocab)
+  return { model_type = "bart", vocab_size = vocab or 50265, d_model = d, encoder_layers = layers,
+    decoder_layers = layers, encoder_attention_heads = heads, decoder_attention_heads = heads,
+    encoder_ffn_dim = ffn, decoder_ffn_dim = ffn, max_position_embeddings = 1024 }
+end
+M.BART_CONFIGS = {
+  base = bart(768, 6, 12, 3072),
+  large = bart(1024, 12, 16, 4096),
+  tiny = bart(64, 6, 4, 128, 1000),
+}
+
 -- Seconds one call of fn takes.
 function M.timed(fn)
   local t0 = M.wall()

@@ -67,27 +67,11 @@ local schedule = require("dqbart.schedule")
 local teacher_mod = require("dqbart.teacher")
 local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 
-local argv = arg or {}
-local opts = { config = "base", enc = 6, dec = 3, bits = "2-2-8", device = "cpu", dtype = "f32", steps = 3,
-  warmup = 1, clip = 1 }
-local i = 1
-while i <= #argv do
-  local k = argv[i]:match("^%-%-(.+)$")
-  if not k or argv[i + 1] == nil then error("expected --option value, got " .. argv[i]) end
-  opts[k] = tonumber(argv[i + 1]) or argv[i + 1]
-  i = i + 2
-end
-
-local configs = {
-  base = { model_type = "bart", vocab_size = 50265, d_model = 768, encoder_layers = 6, decoder_layers = 6,
-    encoder_attention_heads = 12, decoder_attention_heads = 12, encoder_ffn_dim = 3072, decoder_ffn_dim = 3072,
-    max_position_embeddings = 1024 },
-  tiny = { model_type = "bart", vocab_size = 1000, d_model = 64, encoder_layers = 6, decoder_layers = 6,
-    encoder_attention_heads = 4, decoder_attention_heads = 4, encoder_ffn_dim = 128, decoder_ffn_dim = 128,
-    max_position_embeddings = 1024 },
-}
-local shapes = { base = { 16, 512, 64 }, tiny = { 2, 64, 16 } }
-local cfg = assert(configs[opts.config], "--config must be base or tiny")
+local opts = bench.options(arg or {}, { config = "base", enc = 6, dec = 3, bits = "2-2-8", device = "cpu",
+  dtype = "f32", steps = 3, warmup = 1, clip = 1 })
+local configs = bench.BART_CONFIGS
+local shapes = { base = { 16, 512, 64 }, large = { 16, 512, 64 }, tiny = { 2, 64, 16 } }
+local cfg = assert(configs[opts.config], "--config must be base, large or tiny")
 local B = opts.batch or shapes[opts.config][1]
 local S = opts.src or shapes[opts.config][2]
 local T = opts.tgt or shapes[opts.config][3]

@@ -37,7 +37,6 @@ loss terms and, on CUDA, torch.cuda.max_memory_allocated over the run.
 import argparse
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +44,7 @@ from transformers import BartConfig, BartForConditionalGeneration, get_linear_sc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 import make_quant_fixtures as mq  # noqa: E402  (the reference's quantized BART)
+from peer_timing import seconds_per_step  # noqa: E402
 
 CONFIGS = {
     "base": dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
@@ -195,23 +195,12 @@ def main():
         opt.zero_grad(set_to_none=True)
         values.update({k: v.detach() for k, v in terms.items()}, grad_norm=norm)
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
     tparams = sum(q.numel() for q in teacher.parameters())
     print(f"transformers DQ step: teacher bart-{a.config} {tl}+{config.decoder_layers} ({tparams / 1e6:.1f}M "
           f"parameters), student {len(enc_map)}+{len(dec_map)} (encoder {','.join(map(str, enc_map))}, decoder "
           f"{','.join(map(str, dec_map))}) at {a.bits}, batch {B} x (source {S}, target {T}), {dev} "
           f"{'bf16 autocast' if a.amp == 'bf16' else 'f32'}, {torch.get_num_threads()} threads")
-    for _ in range(a.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
-    sync()
-    dt = (time.perf_counter() - t0) / a.steps
+    dt = seconds_per_step(step, a.steps, a.warmup, cuda)
     print(f"{dt * 1e3:.1f} ms/step, {B * (S + T) / dt:.0f} tokens/s (source + target), {B * T / dt:.0f} target "
           f"tokens/s")
     print("last step: " + ", ".join(f"{k} {float(values[k]):.4g}" for k in ["grad_norm"] + TERMS))
