@@ -21,12 +21,7 @@
 --     --set output_dir=runs/debsum_quant_only --set teacher.train.dir=runs/debsum_demo/teacher
 local sample = dq.recipe.here() .. "/../spec/fixtures/debsum"
 local built = "runs/debsum_data"
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = require("dqbart.checkpoint").exists
 
 -- The corpus from apt's lists (built once), or the sample when that fails.
 -- A dry run, --schema and --help build nothing.
@@ -56,7 +51,9 @@ return dq.recipe {
         .. "`dqbart data debsum --sample --out DIR`) and set DQBART_DEBSUM_DIR=DIR" }),
     -- the synopsis draws on the first sentences: 64 tokens of description
     max_source_length = 64, max_target_length = 32,
-    cache = false, -- tokenizing takes about a second
+    -- no token cache beside the data (the sample lives in the source tree);
+    -- tokenizing takes about a second
+    cache = false,
   },
   teacher = {
     train = {
