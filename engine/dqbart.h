@@ -108,6 +108,10 @@ DQ_API dq_status dq_sync(int device);
 DQ_API dq_status dq_memory_info(int device, int64_t *free_bytes, int64_t *total_bytes);
 /* Bytes currently held by live tensor storage on the device. */
 DQ_API int64_t dq_memory_allocated(int device);
+/* The most bytes live tensor storage on the device has held since the start
+   or the last dq_memory_reset_peak (scratch inside an op is not counted). */
+DQ_API int64_t dq_memory_peak(int device);
+DQ_API void dq_memory_reset_peak(int device);
 /* Threads used by CPU ops (OpenMP and OpenBLAS). */
 DQ_API dq_status dq_set_num_threads(int n);
 DQ_API int dq_get_num_threads(void);

@@ -44,13 +44,35 @@ int dq_dtype_from_name(const char *name) {
 
 static _Atomic int64_t bytes_allocated_cpu;
 static _Atomic int64_t bytes_allocated_cuda[64];
+/* High-water marks of the counters above, since start or the last reset. */
+static _Atomic int64_t bytes_peak_cpu;
+static _Atomic int64_t bytes_peak_cuda[64];
 
 static _Atomic int64_t *allocation_counter(int device) {
   if (device == DQ_CPU) return &bytes_allocated_cpu;
   return &bytes_allocated_cuda[device & 63];
 }
 
+static _Atomic int64_t *peak_counter(int device) {
+  if (device == DQ_CPU) return &bytes_peak_cpu;
+  return &bytes_peak_cuda[device & 63];
+}
+
+/* Count an allocation and raise the peak if it now stands higher (a CAS
+   loop: another thread may raise it at the same time). */
+static void count_allocation(int device, int64_t bytes) {
+  int64_t now = atomic_fetch_add(allocation_counter(device), bytes) + bytes;
+  _Atomic int64_t *peak = peak_counter(device);
+  int64_t seen = atomic_load(peak);
+  while (now > seen && !atomic_compare_exchange_weak(peak, &seen, now)) {
+  }
+}
+
 int64_t dq_memory_allocated(int device) { return atomic_load(allocation_counter(device)); }
+
+int64_t dq_memory_peak(int device) { return atomic_load(peak_counter(device)); }
+
+void dq_memory_reset_peak(int device) { atomic_store(peak_counter(device), dq_memory_allocated(device)); }
 
 static dq_status check_device(const char *op, int device) {
   if (device == DQ_CPU) return DQ_OK;
@@ -94,7 +116,7 @@ static dq_status storage_new(dq_storage **out, int64_t bytes, int device) {
   s->bytes = bytes;
   s->device = device;
   s->refcount = 1;
-  atomic_fetch_add(allocation_counter(device), bytes);
+  count_allocation(device, bytes);
   *out = s;
   return DQ_OK;
 }

@@ -216,6 +216,23 @@ describe("lifetime", function()
     t:free() -- idempotent
   end)
 
+  it("keeps the peak of live tensor bytes until it is reset", function()
+    dq.reset_memory_peak("cpu")
+    local base = select(3, dq.memory_info("cpu"))
+    assert.equal(base, dq.memory_peak("cpu"))
+    local a = dq.zeros(1000, 1000)
+    local b = dq.zeros(500, 1000)
+    a:free()
+    local c = dq.zeros(250, 1000)
+    -- a and b together were the most: 6 MB over the base
+    assert.equal(base + 6e6, dq.memory_peak("cpu"))
+    dq.reset_memory_peak("cpu")
+    assert.equal(base + 3e6, dq.memory_peak("cpu"))
+    b:free()
+    c:free()
+    assert.equal(base + 3e6, dq.memory_peak("cpu"))
+  end)
+
   it("a view keeps the storage alive after the base is freed", function()
     local base = dq.arange(4, { dtype = "f32" })
     local v = base:narrow(1, 3, 2)

@@ -27,6 +27,11 @@ function dq.memory_info(device)
   return tonumber(free[0]), tonumber(total[0]), tonumber(C.dq_memory_allocated(id))
 end
 
+-- The most bytes tensors have held on the device since the start or the
+-- last dq.reset_memory_peak(device).
+function dq.memory_peak(device) return tonumber(C.dq_memory_peak(tensor.device_id(device, 2))) end
+function dq.reset_memory_peak(device) C.dq_memory_reset_peak(tensor.device_id(device, 2)) end
+
 function dq.set_num_threads(n) check(C.dq_set_num_threads(n), 2) end
 function dq.get_num_threads() return C.dq_get_num_threads() end
 

@@ -26,14 +26,11 @@
 -- accumulation). The batch is full length (no padding), random token ids.
 --
 -- Reported: seconds per step, tokens per second (source + target, and
--- target alone), the last step's loss terms, and memory. The engine has no
--- peak-memory counter (engine/dqbart.h offers dq_memory_info: free/total
--- bytes of the device, and dq_memory_allocated: bytes of live tensors now),
--- so the "high-water" printed is the largest dq_memory_allocated sampled
--- just before the backward (activations of both models, output gradients,
--- weights, optimizer state: the step's largest moment) and after the step;
--- transient scratch inside an op (e.g. the 32 MiB cuBLASLt workspace) is
--- not in it. Compare it with torch.cuda.max_memory_allocated of the peer.
+-- target alone), the last step's loss terms, and memory: the peak bytes of
+-- live tensors since the start (dq.memory_peak: weights, optimizer state,
+-- arenas, activations, output gradients; scratch inside an op such as the
+-- 32 MiB cuBLASLt workspace is not counted). Compare it with
+-- torch.cuda.max_memory_allocated of the peer.
 --
 -- The GPU comparison (the developers' guide's target: PyTorch + transformers
 -- about 86 ms a step, 10 GiB peak, H100, bf16 autocast), on the GPU host:
@@ -123,27 +120,18 @@ for _, name in ipairs(dq_step.TERMS) do cols[#cols + 1] = name end
 local value_row = dq.zeros({ #cols }, { device = device })
 local values = {}
 for c, name in ipairs(cols) do values[name] = value_row:view(c - 1) end
-local high_water = 0
-local function sample_memory()
-  local _, _, allocated = dq.memory_info(device)
-  if allocated > high_water then high_water = allocated end
-end
 local ctx = {
   student = student, teacher = teacher, weights = weights, scale = 1, values = values, host_values = {},
   pairs = dq_step.layer_pairs(maps.encoder_layers, maps.decoder_layers, tinfo.encoder_layers),
   teacher_outputs = { output_hidden_states = true, output_attentions = true },
   rng = dq.rng(28), optimizer = opt, max_grad_norm = opts.clip, label_smoothing = 0,
-  -- an extra "term" that adds nothing: it runs after the loss terms, just
-  -- before the backward, where it samples the live tensor bytes
-  extra_losses = { { "memory_probe", function() sample_memory() end } },
-  batches = { batch },
+  extra_losses = {}, batches = { batch },
 }
 
 local function step(k)
   value_row:zero_()
   ctx.update, ctx.lr = k - 1, sched:lr(k - 1)
   dq_step.step(ctx)
-  sample_memory()
 end
 
 local function layers(list)
@@ -167,8 +155,8 @@ local shown = {}
 for c, name in ipairs(cols) do shown[#shown + 1] = ("%s %.4g"):format(name, got[c]) end
 io.write("last step: ", table.concat(shown, ", "), "\n")
 local free, total_bytes = dq.memory_info(device)
-io.write(("memory: live tensors high-water %.3f GiB (no peak counter in the engine; see the header), "
-  .. "arenas teacher %.2f + student %.2f GiB%s\n"):format(high_water / 2 ^ 30,
+io.write(("memory: peak of live tensors %.3f GiB (dq.memory_peak), arenas teacher %.2f + student %.2f GiB%s\n"):format(
+  dq.memory_peak(device) / 2 ^ 30,
   teacher:info().arena_bytes / 2 ^ 30, student:info().arena_bytes / 2 ^ 30,
   device ~= "cpu" and (", device in use %.2f of %.2f GiB"):format((total_bytes - free) / 2 ^ 30,
     total_bytes / 2 ^ 30) or ""))
