@@ -503,6 +503,39 @@ return dq.recipe {
     files.remove_tree(dir)
   end)
 
+  it("quantizes a student saved with its plan as the run did, unless --quant says otherwise", function()
+    local dir = text_model()
+    local saved = files.fresh_path()
+    local m = dq.model.load(dir)
+    m:set_quant("2-2-8", { clip = 2.0 })
+    m:save(saved)
+    local spec, opts, bits = dq.model.saved_quant(saved)
+    assert.are.equal("2-2-8", spec)
+    assert.are.same({ clip = 2.0 }, opts)
+    assert.are.equal("2-2-8", bits)
+    assert.is_nil(dq.model.saved_quant(dir))
+    local data = files.write(files.fresh_path() .. ".jsonl",
+      '{"document": "Packages for Debian systems.", "summary": "x"}\n{"document": "short text", "summary": "y"}\n')
+    local by_plan, explicit = files.fresh_path(), files.fresh_path()
+    local log, code = launcher.run(("generate --model %s --data %s --out %s --quiet"):format(saved, data, by_plan))
+    assert.are.equal(0, code, log)
+    log, code = launcher.run(("generate --model %s --data %s --out %s --quiet --quant 2-2-8"):format(dir, data,
+      explicit))
+    assert.are.equal(0, code, log)
+    assert.are.same(lines_of(explicit), lines_of(by_plan))
+    local log2 = launcher.run(("eval --model %s --data %s --quiet --json"):format(saved, data))
+    assert.is_truthy(log2:find('"quant": "2-2-8"', 1, true), log2)
+    local log3 = launcher.run(("eval --model %s --data %s --quiet --json --quant 32-32-32"):format(saved, data))
+    assert.is_truthy(log3:find('"quant": "32-32-32"', 1, true), log3)
+    -- saving without a plan removes the old one
+    m:set_quant(nil)
+    m:save(saved)
+    assert.is_nil(dq.model.saved_quant(saved))
+    m:free()
+    for _, f in ipairs({ data, by_plan, explicit }) do os.remove(f) end
+    for _, d in ipairs({ dir, saved }) do files.remove_tree(d) end
+  end)
+
   it("is what the trainer's validation calls: evaluate.run on examples", function()
     local evaluate = require("dqbart.evaluate")
     local dir = text_model()

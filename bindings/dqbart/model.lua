@@ -326,10 +326,48 @@ end
 
 -- ---- files, students ----------------------------------------------------------------------
 
+-- A quantized student's plan travels with its latent weights in this file,
+-- so that loading the directory for generation or evaluation quantizes
+-- them as the run that saved it did.
+M.QUANT_FILE = "dqbart_quant.json"
+
+local function write_quant_file(dir, record)
+  local path = dir .. "/" .. M.QUANT_FILE
+  if not record then
+    os.remove(path) -- a plan from an earlier save would no longer be true
+    return
+  end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then error(("model:save: cannot write %s"):format(err), 3) end
+  f:write(require("cjson").encode(record), "\n")
+  f:close()
+  local ok, why = os.rename(tmp, path)
+  if not ok then os.remove(tmp); error(("model:save: cannot rename %s: %s"):format(tmp, tostring(why)), 3) end
+end
+
 function Model:save(dir)
   if type(dir) ~= "string" then error("model:save: expected a directory", 2) end
   check(C.dq_model_save(live(self, 2), dir), 2)
+  write_quant_file(dir, self.quant_spec and { bits = self:quant().bits, spec = self.quant_spec,
+    opts = self.quant_opts })
   return self
+end
+
+-- The quantization plan saved with a student: spec, opts for set_quant, and
+-- the W-E-A bits; nil when the directory has none.
+function M.saved_quant(dir)
+  local path = dir .. "/" .. M.QUANT_FILE
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  local ok, record = pcall(require("cjson").decode, text)
+  if not ok or type(record) ~= "table" or record.spec == nil then
+    error(("%s: not a quantization plan (expected a JSON object with \"spec\"): %s"):format(path,
+      ok and "no spec" or tostring(record)), 2)
+  end
+  return record.spec, record.opts, record.bits
 end
 
 local function layer_list(list, what)
@@ -414,7 +452,7 @@ function Model:set_quant(spec, opts)
   local h = live(self, 2)
   if spec == nil or spec == false then
     check(C.dq_model_set_quant(h, nil), 2)
-    self.quant_plan = nil
+    self.quant_plan, self.quant_spec, self.quant_opts = nil, nil, nil
     return self
   end
   local i = self:info()
@@ -428,7 +466,7 @@ function Model:set_quant(spec, opts)
   p.encoder_layers, p.decoder_layers = enc, dec
   p.num_encoder_layers, p.num_decoder_layers = #plan.encoder, #plan.decoder
   check(C.dq_model_set_quant(h, p), 2)
-  self.quant_plan = plan
+  self.quant_plan, self.quant_spec, self.quant_opts = plan, spec, opts
   return self
 end
 

@@ -27,9 +27,10 @@ dq.metrics' rule-based splitter (nltk's punkt differs on rare cases).
 With --recipe, the recipe's task supplies the data fields and the metric,
 its eval section the generation settings, data.max_source_length the source
 truncation and quant.bits / quant.clip the quantization; options given on
-the command line win. The model directory is the checkpoint to score (a
-student saved by a run keeps latent full-precision weights: --quant or the
-recipe's bits quantize them as the run did).]],
+the command line win. The model directory is the checkpoint to score: a
+student saved by a run keeps its latent full-precision weights and its
+quantization plan (dqbart_quant.json), which applies unless --quant or a
+recipe says otherwise (--quant 32-32-32: the latent weights unquantized).]],
 }
 
 local function recipe_defaults(path, opts)

@@ -90,6 +90,13 @@ function M.prepare(opts, name, defaults)
   if quant and quant ~= "32-32-32" then
     job.model:set_quant(quant, defaults and defaults.quant_opts or nil)
     job.quant = quant
+  elseif not quant then
+    -- a student saved by a run carries its plan (--quant 32-32-32: ignore it)
+    local spec, quant_opts, bits = dq.model.saved_quant(opts.model)
+    if spec then
+      job.model:set_quant(spec, quant_opts)
+      job.quant = bits or job.model:quant().bits
+    end
   end
   if not opts.ids then job.tokenizer = dq.tokenizer.load(opts.tokenizer or opts.model) end
   local gen = {}
