@@ -340,8 +340,12 @@ local function write_quant_file(dir, record)
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "wb")
   if not f then error(("model:save: cannot write %s"):format(err), 3) end
-  f:write(require("cjson").encode(record), "\n")
-  f:close()
+  local wrote, werr = f:write(require("cjson").encode(record), "\n")
+  local closed, cerr = f:close()
+  if not (wrote and closed) then
+    os.remove(tmp)
+    error(("model:save: writing %s failed: %s"):format(tmp, tostring(werr or cerr)), 3)
+  end
   local ok, why = os.rename(tmp, path)
   if not ok then os.remove(tmp); error(("model:save: cannot rename %s: %s"):format(tmp, tostring(why)), 3) end
 end

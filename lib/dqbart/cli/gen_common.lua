@@ -92,10 +92,10 @@ function M.prepare(opts, name, defaults)
     job.quant = quant
   elseif not quant then
     -- a student saved by a run carries its plan (--quant 32-32-32: ignore it)
-    local spec, quant_opts, bits = dq.model.saved_quant(opts.model)
+    local spec, quant_opts = dq.model.saved_quant(opts.model)
     if spec then
       job.model:set_quant(spec, quant_opts)
-      job.quant = bits or job.model:quant().bits
+      job.quant = job.model:quant().bits
     end
   end
   if not opts.ids then job.tokenizer = dq.tokenizer.load(opts.tokenizer or opts.model) end

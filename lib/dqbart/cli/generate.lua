@@ -26,8 +26,8 @@ in the input order. Generation settings not given take the model's own
 as transformers' generate does. --quant W-E-A runs the model as a DQ-BART
 student under that plan (quantized weights, embedding and activations;
 32 = off); without it, a student saved by a run uses the plan saved with
-it (dqbart_quant.json). Progress goes to stderr: a bar on a terminal, else a line per
-10% of the sources.]],
+it (dqbart_quant.json). Progress goes to stderr: a bar on a terminal, else
+a line per 10% of the sources.]],
 }
 
 local function run(argv)
