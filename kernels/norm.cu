@@ -74,19 +74,23 @@ __global__ void layernorm_backward_kernel(T *dx, const T *dy, const T *x, const 
   const T *xr = x + grp.row * cols, *dyr = dy + grp.row * cols;
   T *dxr = dx + grp.row * cols;
   float mu = mean[grp.row], rs = rstd[grp.row];
+  /* Products rounded on their own (__fmul_rn): were g contracted into an
+   * fma with the subtraction below in one loop and not the other, a row
+   * whose terms cancel exactly (one column, a constant row) would keep a
+   * rounding error, scaled by rstd, where the CPU gives 0. */
   float sg = 0.0f, sgx = 0.0f;
   for (int64_t j = grp.lane; j < cols; j += grp.width) {
-    float g = dq_to_f32(dyr[j]) * dq_load_any(weight, wdtype, j);
-    float xhat = (dq_to_f32(xr[j]) - mu) * rs;
+    float g = __fmul_rn(dq_to_f32(dyr[j]), dq_load_any(weight, wdtype, j));
+    float xhat = __fmul_rn(dq_to_f32(xr[j]) - mu, rs);
     sg += g;
     sgx += g * xhat;
   }
   float mean_g = grp.sum(sg) / (float)cols;
   float mean_gx = grp.sum(sgx) / (float)cols;
   for (int64_t j = grp.lane; j < cols; j += grp.width) {
-    float g = dq_to_f32(dyr[j]) * dq_load_any(weight, wdtype, j);
-    float xhat = (dq_to_f32(xr[j]) - mu) * rs;
-    dxr[j] = dq_from_f32<T>(rs * (g - mean_g - xhat * mean_gx));
+    float g = __fmul_rn(dq_to_f32(dyr[j]), dq_load_any(weight, wdtype, j));
+    float xhat = __fmul_rn(dq_to_f32(xr[j]) - mu, rs);
+    dxr[j] = dq_from_f32<T>(rs * (g - mean_g - __fmul_rn(xhat, mean_gx)));
   }
 }
 

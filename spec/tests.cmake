@@ -29,3 +29,17 @@ endforeach()
 add_test(NAME install_tree
   COMMAND sh -c "rm -rf \"$1\" && ${CMAKE_COMMAND} --install \"$2\" --prefix \"$1\" >/dev/null && \"$1/bin/dqbart\" -e 'print(dq.zeros(2, 3):nelement())' | grep -qx 6"
           install_tree ${PROJECT_BINARY_DIR}/install-test ${PROJECT_BINARY_DIR})
+
+# The specs that compare CUDA with the CPU or transformers, run with the CPU
+# on both sides (DQ_CUDA_SPEC_DEVICE=cpu): on machines without a GPU this
+# still checks the comparisons' own code, which otherwise runs only on the
+# GPU host.
+set(DQ_CUDA_COMPARISON_SPECS bart cuda_ops loss quant)
+foreach(name ${DQ_CUDA_COMPARISON_SPECS})
+  add_test(NAME cpu_dry_run_${name}_spec
+    COMMAND $<TARGET_FILE:dqbart_launcher> ${PROJECT_SOURCE_DIR}/spec/busted.lua
+            --output=plainTerminal ${PROJECT_SOURCE_DIR}/spec/${name}_spec.lua
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(cpu_dry_run_${name}_spec PROPERTIES
+    ENVIRONMENT "DQ_SPEC_BUILD_DIR=${PROJECT_BINARY_DIR};DQ_CUDA_SPEC_DEVICE=cpu")
+endforeach()
