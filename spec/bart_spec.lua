@@ -588,21 +588,93 @@ end)
 
 -- ---- CUDA ---------------------------------------------------------------------------------------
 
+-- bf16 cannot match f32 to a fixed small tolerance, and how far it lands
+-- depends on the model (these fixtures draw weights of scale 0.3 on purpose,
+-- so no term is negligible, and their attention is sharp). The yardstick is
+-- transformers itself: the same forward and backward under torch.autocast
+-- (bfloat16) on a GPU, measured by spec/fixtures/make_bart_fixtures.py
+-- --bf16-error against the same f32 fixture (an H200, torch 2.11,
+-- transformers 5.17). Autocast keeps the residual stream, layer norms and
+-- softmax in f32; the engine keeps activations (the residual stream and
+-- attention probabilities among them) in bf16, half the memory traffic,
+-- and lands up to about 3x further on these fixtures. BF16_FACTOR bounds
+-- that; BF16_FLOOR is the relative difference bf16 rounding alone gives.
+local BF16_FACTOR, BF16_FLOOR = 4, 1e-2
+-- A gradient tiny next to the whole is measured against this share of the
+-- global gradient norm rather than its own norm: k_proj.bias has a true
+-- gradient of exactly zero (softmax ignores a shift common to all keys), so
+-- its own norm is rounding noise on both sides.
+local GRAD_FLOOR = 2e-2
+
+local function bf16_yardstick(name)
+  local path = FIXTURES .. name .. "_bf16_autocast_error.json"
+  local f = assert(io.open(path), path .. " is missing: make it on a GPU host with "
+    .. "python spec/fixtures/make_bart_fixtures.py --bf16-error")
+  local record = require("cjson").decode(f:read("*a"))
+  f:close()
+  return record.difference_norms
+end
+
+-- The denominators of relative differences from `expected`: each tensor's
+-- norm, for gradients at least GRAD_FLOOR x the global gradient norm.
+local function reference_norms(expected)
+  local norms, grad_sq = {}, 0
+  for key, want in pairs(expected) do
+    local _, _, sq = tensor_diff.diff_parts(want, want)
+    norms[key] = math.sqrt(sq)
+    if key:match("^grad%.") then grad_sq = grad_sq + sq end
+  end
+  for key, n in pairs(norms) do
+    if key:match("^grad%.") then norms[key] = math.max(n, GRAD_FLOOR * math.sqrt(grad_sq)) end
+    norms[key] = math.max(norms[key], 1e-30)
+  end
+  return norms
+end
+
+-- name -> L2 norm of got[name] - expected[name].
+local function difference_norms(got, expected)
+  local diffs = {}
+  for key, want in pairs(expected) do
+    local have = assert(got[key], key .. " missing from the engine's outputs")
+    assert(same_shape(have, want), ("%s: shape %s, expected %s"):format(key, have:shape_string(),
+      want:shape_string()))
+    local _, num = tensor_diff.diff_parts(have, want)
+    diffs[key] = math.sqrt(num)
+  end
+  return diffs
+end
+
+-- DQ_CUDA_SPEC_DEVICE=cpu runs this block on the CPU (a dry run of the
+-- spec's own logic; "bf16" is f32 there, the CPU's only compute type).
+local DEVICE = cuda_skip.device
+
 describe("BART/mBART on CUDA against transformers", function()
-  if cuda_skip.skipped("f32 and bf16 parity") then return end
+  if cuda_skip.on_gpu and cuda_skip.skipped("f32 and bf16 parity") then return end
   for _, name in ipairs(NAMES) do
     local inputs, expected = load_fixture(name)
     it(name .. " in f32 agrees within 1e-4 (max abs)", function()
-      local m = dq.model.load(FIXTURES .. name, { device = "cuda", dtype = "f32" })
-      assert_none(compare(run_all(m, inputs, "cuda"), expected, max_abs_check(1e-4)))
+      local m = dq.model.load(FIXTURES .. name, { device = DEVICE, dtype = "f32" })
+      assert_none(compare(run_all(m, inputs, DEVICE), expected, max_abs_check(1e-4)))
       m:free()
     end)
-    it(name .. " in bf16 agrees within 3e-2 (outputs) / 6e-2 (gradients) relative norm", function()
-      local m = dq.model.load(FIXTURES .. name, { device = "cuda", dtype = "bf16" })
-      assert_none(compare(run_all(m, inputs, "cuda"), expected, function(k, _, rel)
-        local tol = k:match("^grad%.") and 6e-2 or 3e-2
-        return rel <= tol, ("relative difference %.3g > %g"):format(rel, tol)
-      end))
+    it(("%s in bf16 lands within %gx transformers' own bf16 autocast error (at least %g)"):format(name,
+      BF16_FACTOR, BF16_FLOOR), function()
+      local yardstick, norms = bf16_yardstick(name), reference_norms(expected)
+      local m = dq.model.load(FIXTURES .. name, { device = DEVICE, dtype = cuda_skip.on_gpu and "bf16" or "f32" })
+      local failures = {}
+      for key, diff_norm in pairs(difference_norms(run_all(m, inputs, DEVICE), expected)) do
+        if yardstick[key] == nil then
+          failures[#failures + 1] = key .. ": not in the yardstick file"
+        else
+          local err, theirs = diff_norm / norms[key], yardstick[key] / norms[key]
+          local tol = math.max(BF16_FACTOR * theirs, BF16_FLOOR)
+          if not (err <= tol) then
+            failures[#failures + 1] = ("%s: relative difference %.3g > %.3g (transformers' bf16: %.3g)"):format(
+              key, err, tol, theirs)
+          end
+        end
+      end
+      assert_none(failures)
       m:free()
     end)
   end
