@@ -1,34 +1,44 @@
 /*
  * loss.cu: the fused losses of dqbart_loss.h on CUDA. engine/cpu_loss.c is
  * the reference; the formulas are the same f32 operations (explicit _rn
- * intrinsics where nvcc would contract into FMAs).
+ * intrinsics where nvcc would contract into FMAs), except that the row
+ * losses sum their exponentials with a running maximum per thread and
+ * __expf (see online_lse), which agrees with the CPU to about 1e-6.
  *
  * Row losses (cross-entropy, KL): a count kernel (rows that count), then a
- * block per row: pass A reads the row from global memory (the only DRAM
- * read when the row fits in shared memory, where pass A keeps a copy) for
- * the maximum (and the sum for label smoothing), pass B sums the
- * exponentials, pass C writes the gradient and the row's loss; then one
- * block sums the row losses in row order. MSE: a grid fixed by the element
- * count writes the gradient and per-block sums, one block combines them in
- * order. No float atomics, no host synchronization: the value stays on the
- * device, and the same inputs give the same bits every run.
+ * block per row: pass A reads the row from global memory, 16 bytes per load
+ * (the only DRAM read when the row fits in shared memory, where pass A
+ * keeps a copy laid out with the same 16-byte alignment), for its
+ * log-sum-exp (and its sum, for label smoothing); pass C writes the
+ * gradient, 16 bytes per store, from the copy. Then one block sums the row
+ * losses in row order. A block of 512 threads with at most 64 registers
+ * each lets two rows share an SM, one reading memory while the other
+ * computes. MSE: a grid fixed by the element count takes chunks of 8
+ * elements (one 16-byte load of each input where the tensors are aligned,
+ * element by element where not, in the same order either way), writes the
+ * gradient and per-block sums; one block combines them in order. No float
+ * atomics, no host synchronization: the value stays on the device, and the
+ * same inputs give the same bits every run.
  *
  * A cross-entropy label outside [0, V) that is not the ignore index cannot
  * be reported without a host round trip; its row's loss is NaN, which makes
  * the value NaN (its gradient row is left as for an ignored row).
  */
 #include "workspace.cuh"
+#include "vec16.cuh"
 #include "../engine/loss_backend.h"
 
 enum {
-  ROW_THREADS = 1024,       /* long rows (vocabularies) */
+  ROW_THREADS = 512,        /* long rows (vocabularies); two blocks per SM */
   SHORT_ROW_THREADS = 256,  /* rows shorter than SHORT_ROW */
   SHORT_ROW = 4096,
   SUM_THREADS = 1024,       /* count and finalize kernels */
   MSE_THREADS = 256,
   MSE_ELEMS_PER_BLOCK = 8192,
   MSE_MAX_BLOCKS = 1024,
-  UNROLL = 8 /* independent loads in flight per thread and input */
+  VEC_UNROLL = 4,  /* 16-byte loads in flight per thread in passes A and C */
+  MSE_CHUNK = 8,   /* elements per MSE chunk: 16 bytes of bf16 */
+  MSE_UNROLL = 2   /* chunks in flight per thread */
 };
 
 /* ---- shared helpers ---------------------------------------------------------------- */
@@ -67,34 +77,148 @@ template <typename T> struct row_src {
   __device__ __forceinline__ float at(int64_t j) const { return dq_to_f32(cache ? cache[j] : g[j]); }
 };
 
-/* f(j, x_j) over the thread's share of the row, UNROLL loads first. */
-template <typename T, typename F>
-__device__ __forceinline__ void row_for(const row_src<T> &src, int64_t n, F f) {
-  int64_t j = threadIdx.x;
-  int w = blockDim.x;
-  for (; j + (int64_t)(UNROLL - 1) * w < n; j += (int64_t)UNROLL * w) {
-    float v[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) v[u] = src.at(j + (int64_t)u * w);
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) f(j + (int64_t)u * w, v[u]);
-  }
-  for (; j < n; j += w) f(j, src.at(j));
+/* Where a row of n elements starting at g is cached in shared memory at
+ * smem (room for n + dq_vec16<T>::N elements): shifted so that cache + j is
+ * 16-byte aligned exactly where g + j is, and pass A copies whole vectors. */
+template <typename T> __device__ __forceinline__ T *row_cache_at(T *smem, const T *g) {
+  constexpr int N = dq_vec16<T>::N;
+  return smem + (N - dq_vec16_head(g)) % N;
 }
 
-/* Pass A: from global memory, keeping a copy in the cache when there is one. */
+/* Pass A: the row from global memory (the unaligned head and the tail
+ * element by element, the rest 16 bytes per load), copied into the cache
+ * when there is one; f(j0, v, k) gets k consecutive values v[0..k) from
+ * j0 (k = 1, or a whole vector), over the thread's share of the row. */
 template <typename T, typename F>
 __device__ __forceinline__ void row_first_pass(const row_src<T> &src, int64_t n, F f) {
-  row_src<T> global = {src.g, NULL};
-  row_for(global, n, [&](int64_t j, float v) {
-    if (src.cache) src.cache[j] = dq_from_f32<T>(v); /* exact: v came from a T */
-    f(j, v);
-  });
+  constexpr int N = dq_vec16<T>::N;
+  int w = blockDim.x;
+  int64_t head = dq_vec16_head(src.g);
+  if (head > n) head = n;
+  auto single = [&](int64_t j) {
+    T x = src.g[j];
+    if (src.cache) src.cache[j] = x;
+    float v = dq_to_f32(x);
+    f(j, &v, 1);
+  };
+  for (int64_t j = threadIdx.x; j < head; j += w) single(j);
+  int64_t nvec = (n - head) / N;
+  const uint4 *gv = reinterpret_cast<const uint4 *>(src.g + head);
+  uint4 *cv = src.cache ? reinterpret_cast<uint4 *>(src.cache + head) : NULL;
+  auto vector = [&](int64_t i, const uint4 &raw) {
+    if (cv) cv[i] = raw;
+    float v[N];
+    dq_vec16_unpack(raw, v, T());
+    f(head + i * N, v, N);
+  };
+  int64_t i = threadIdx.x;
+  for (; i + (int64_t)(VEC_UNROLL - 1) * w < nvec; i += (int64_t)VEC_UNROLL * w) {
+    uint4 raw[VEC_UNROLL];
+#pragma unroll
+    for (int u = 0; u < VEC_UNROLL; u++) raw[u] = gv[i + (int64_t)u * w];
+#pragma unroll
+    for (int u = 0; u < VEC_UNROLL; u++) vector(i + (int64_t)u * w, raw[u]);
+  }
+  for (; i < nvec; i += w) vector(i, gv[i]);
+  for (int64_t j = head + nvec * N + threadIdx.x; j < n; j += w) single(j);
 }
 
-template <typename TG>
-__device__ __forceinline__ void store_grad(TG *g, int64_t j, float v, int add) {
-  g[j] = dq_from_f32<TG>(add ? __fadd_rn(dq_to_f32(g[j]), v) : v);
+/* log-sum-exp of the values a thread sees, folded a few at a time: the
+ * running maximum m and s = sum exp(x - m), rescaled only when a group
+ * raises the maximum (rare after the first groups). Then block-wide: the
+ * maximum over threads, each thread's sum rescaled to it and summed in a
+ * fixed order, so the result is the same bits every run. __expf (one
+ * ex2.approx) keeps the pass at memory speed; its relative error, about
+ * 1e-6, is far inside what the loss tolerates. */
+struct online_lse {
+  float m = -INFINITY, s = 0.0f;
+  __device__ __forceinline__ void add(const float *v, int k) {
+    float mk = m;
+    for (int e = 0; e < k; e++) mk = fmaxf(mk, v[e]);
+    if (mk == -INFINITY) return; /* nothing but -inf so far: contributes 0 */
+    if (mk > m) {
+      s = m == -INFINITY ? 0.0f : __fmul_rn(s, __expf(__fsub_rn(m, mk)));
+      m = mk;
+    }
+    for (int e = 0; e < k; e++) s = __fadd_rn(s, __expf(__fsub_rn(v[e], m)));
+  }
+  /* add() of v[e] * scale (k <= K values). */
+  template <int K> __device__ __forceinline__ void add_scaled(const float *v, int k, float scale) {
+    float u[K];
+    for (int e = 0; e < k; e++) u[e] = __fmul_rn(v[e], scale);
+    add(u, k);
+  }
+  /* The row's log-sum-exp; every thread of the block calls it. */
+  __device__ __forceinline__ float block_lse() const {
+    float mx = det_block_reduce(m, det_max(), -INFINITY);
+    float mine = m == -INFINITY ? 0.0f : __fmul_rn(s, __expf(__fsub_rn(m, mx)));
+    float se = det_block_reduce(mine, det_sum(), 0.0f);
+    return __fadd_rn(mx, logf(se));
+  }
+};
+
+/* Pass C: g[j] (= or +=) fn(j, a_j, b_j) over the row, a and b read from
+ * their caches (16 bytes per load where a cache is laid out like g) or
+ * global memory; g written 16 bytes at a time between its unaligned head
+ * and tail, the old values of U vectors loaded together first when adding.
+ * b may be a (one input). */
+template <int U, typename T, typename TG, typename F>
+__device__ __forceinline__ void row_grad_pass(const row_src<T> &a, const row_src<T> &b, TG *g, int64_t n, int add,
+                                              F fn) {
+  constexpr int N = dq_vec16<TG>::N;
+  int w = blockDim.x;
+  int64_t head = dq_vec16_head(g);
+  if (head > n) head = n;
+  for (int64_t j = threadIdx.x; j < head; j += w) {
+    float v = fn(j, a.at(j), b.at(j));
+    g[j] = dq_from_f32<TG>(add ? __fadd_rn(dq_to_f32(g[j]), v) : v);
+  }
+  /* A cache whose vectors line up with g's: read N elements at once. */
+  auto lined_up = [&](const row_src<T> &x) {
+    return x.cache && sizeof(T) == sizeof(TG) && dq_vec16_head(x.g) == head;
+  };
+  bool va = lined_up(a), vb = lined_up(b), two = a.g != b.g;
+  auto load = [&](const row_src<T> &x, bool vec, int64_t j0, float *v) {
+    if (vec) {
+      dq_load_vec<N>(x.cache + j0, v);
+    } else {
+#pragma unroll
+      for (int e = 0; e < N; e++) v[e] = x.at(j0 + e);
+    }
+  };
+  int64_t nvec = (n - head) / N;
+  TG *gb = g + head;
+  auto chunk = [&](int64_t i, const float *old) {
+    int64_t j0 = head + i * N;
+    float av[N], bv[N], out[N];
+    load(a, va, j0, av);
+    if (two) load(b, vb, j0, bv);
+#pragma unroll
+    for (int e = 0; e < N; e++) {
+      float v = fn(j0 + e, av[e], two ? bv[e] : av[e]);
+      out[e] = add ? __fadd_rn(old[e], v) : v;
+    }
+    dq_store_vec<N>(gb + i * N, out);
+  };
+  int64_t i = threadIdx.x;
+  for (; i + (int64_t)(U - 1) * w < nvec; i += (int64_t)U * w) {
+    float old[U][N];
+    if (add) {
+#pragma unroll
+      for (int u = 0; u < U; u++) dq_load_vec<N>(gb + (i + (int64_t)u * w) * N, old[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) chunk(i + (int64_t)u * w, old[u]);
+  }
+  for (; i < nvec; i += w) {
+    float old[N];
+    if (add) dq_load_vec<N>(gb + i * N, old);
+    chunk(i, old);
+  }
+  for (int64_t j = head + nvec * N + threadIdx.x; j < n; j += w) {
+    float v = fn(j, a.at(j), b.at(j));
+    g[j] = dq_from_f32<TG>(add ? __fadd_rn(dq_to_f32(g[j]), v) : v);
+  }
 }
 
 extern __shared__ __align__(16) unsigned char loss_smem[];
@@ -102,11 +226,11 @@ extern __shared__ __align__(16) unsigned char loss_smem[];
 /* ---- cross-entropy -------------------------------------------------------------------- */
 
 template <typename T, typename TG>
-__global__ void __launch_bounds__(ROW_THREADS)
+__global__ void __launch_bounds__(ROW_THREADS, 2)
     ce_row_kernel(float *row_loss, TG *grad, const T *logits, const void *labels, int is64, const float *count,
                   int64_t V, int64_t ignore_index, float eps, float weight, int add, int cache) {
   int64_t r = blockIdx.x;
-  row_src<T> x = {logits + r * V, cache ? (T *)loss_smem : NULL};
+  row_src<T> x = {logits + r * V, cache ? row_cache_at((T *)loss_smem, logits + r * V) : NULL};
   TG *g = grad ? grad + r * V : NULL;
   int64_t y = label_at(labels, is64, r);
   if (y == ignore_index || y < 0 || y >= V) { /* uniform across the block */
@@ -118,18 +242,15 @@ __global__ void __launch_bounds__(ROW_THREADS)
   /* The label's logit, read before any thread writes the gradient (which
    * may be the logits themselves). */
   float target = threadIdx.x == 0 ? dq_to_f32(logits[r * V + y]) : 0.0f;
-  float mx = -INFINITY, sx = 0.0f;
-  row_first_pass(x, V, [&](int64_t, float v) {
-    mx = fmaxf(mx, v);
-    sx += v;
+  online_lse acc;
+  float sx = 0.0f;
+  row_first_pass(x, V, [&](int64_t, const float *v, int k) {
+    acc.add(v, k);
+    if (eps > 0.0f)
+      for (int e = 0; e < k; e++) sx = __fadd_rn(sx, v[e]);
   });
-  mx = det_block_reduce(mx, det_max(), -INFINITY);
+  float lse = acc.block_lse(); /* its reductions also complete the cache */
   if (eps > 0.0f) sx = det_block_reduce(sx, det_sum(), 0.0f);
-  __syncthreads(); /* the cache is complete */
-  float se = 0.0f;
-  row_for(x, V, [&](int64_t, float v) { se += expf(__fsub_rn(v, mx)); });
-  se = det_block_reduce(se, det_sum(), 0.0f);
-  float lse = __fadd_rn(mx, logf(se));
   float on = 1.0f - eps, off = __fdiv_rn(eps, (float)V);
   if (threadIdx.x == 0) {
     double loss = (double)lse - (double)on * (double)target;
@@ -138,23 +259,27 @@ __global__ void __launch_bounds__(ROW_THREADS)
   }
   if (!g) return;
   float k = __fdiv_rn(weight, count[0]);
-  row_for(x, V, [&](int64_t j, float v) {
-    float p = expf(__fsub_rn(v, lse));
-    store_grad(g, j, __fmul_rn(k, __fsub_rn(__fsub_rn(p, off), j == y ? on : 0.0f)), add);
+  row_grad_pass<VEC_UNROLL>(x, x, g, V, add, [&](int64_t j, float v, float) {
+    float p = __expf(__fsub_rn(v, lse));
+    return __fmul_rn(k, __fsub_rn(__fsub_rn(p, off), j == y ? on : 0.0f));
   });
 }
 
 /* ---- KL with temperature ---------------------------------------------------------------- */
 
 template <typename T, typename TG>
-__global__ void __launch_bounds__(ROW_THREADS)
+__global__ void __launch_bounds__(ROW_THREADS, 2)
     kl_row_kernel(float *row_loss, TG *grad, const T *student, const T *teacher, const void *labels, int is64,
                   const float *count, int64_t V, int64_t ignore_index, float inv_t, float temperature, float weight,
                   int add, int cache_s, int cache_t) {
   int64_t r = blockIdx.x;
+  /* Each cached row gets V + N elements (row_cache_at's shift), rounded up
+   * to whole 16-byte vectors so the second copy starts aligned too. */
+  constexpr int N = dq_vec16<T>::N;
   T *cache = (T *)loss_smem;
-  row_src<T> t = {teacher + r * V, cache_t ? cache : NULL};
-  row_src<T> s = {student + r * V, cache_s ? cache + (cache_t ? V : 0) : NULL};
+  int64_t slot = (V + 2 * N - 1) / N * N;
+  row_src<T> t = {teacher + r * V, cache_t ? row_cache_at(cache, teacher + r * V) : NULL};
+  row_src<T> s = {student + r * V, cache_s ? row_cache_at(cache + (cache_t ? slot : 0), student + r * V) : NULL};
   TG *g = grad ? grad + r * V : NULL;
   if (labels && label_at(labels, is64, r) == ignore_index) {
     if (threadIdx.x == 0) row_loss[r] = 0.0f;
@@ -162,53 +287,111 @@ __global__ void __launch_bounds__(ROW_THREADS)
       for (int64_t j = threadIdx.x; j < V; j += blockDim.x) g[j] = dq_from_f32<TG>(0.0f);
     return;
   }
-  float ms = -INFINITY, mt = -INFINITY;
-  row_first_pass(s, V, [&](int64_t, float v) { ms = fmaxf(ms, __fmul_rn(v, inv_t)); });
-  row_first_pass(t, V, [&](int64_t, float v) { mt = fmaxf(mt, __fmul_rn(v, inv_t)); });
-  ms = det_block_reduce(ms, det_max(), -INFINITY);
-  mt = det_block_reduce(mt, det_max(), -INFINITY);
-  __syncthreads(); /* the caches are complete */
-  float ss = 0.0f, st = 0.0f;
-  row_for(s, V, [&](int64_t, float v) { ss += expf(__fsub_rn(__fmul_rn(v, inv_t), ms)); });
-  row_for(t, V, [&](int64_t, float v) { st += expf(__fsub_rn(__fmul_rn(v, inv_t), mt)); });
-  ss = det_block_reduce(ss, det_sum(), 0.0f);
-  st = det_block_reduce(st, det_sum(), 0.0f);
-  float lse_s = __fadd_rn(ms, logf(ss)), lse_t = __fadd_rn(mt, logf(st));
+  online_lse acc_s, acc_t;
+  row_first_pass(s, V, [&](int64_t, const float *v, int k) { acc_s.add_scaled<N>(v, k, inv_t); });
+  row_first_pass(t, V, [&](int64_t, const float *v, int k) { acc_t.add_scaled<N>(v, k, inv_t); });
+  float lse_s = acc_s.block_lse(), lse_t = acc_t.block_lse(); /* the reductions also complete the caches */
   float k = g ? __fdiv_rn(__fmul_rn(weight, temperature), count[0]) : 0.0f;
   float kl = 0.0f;
-  row_for(t, V, [&](int64_t j, float tv) {
+  auto term = [&](float tv, float sv, float *grad_value) {
     float lp = __fsub_rn(__fmul_rn(tv, inv_t), lse_t);
-    float lq = __fsub_rn(__fmul_rn(s.at(j), inv_t), lse_s);
-    float p = expf(lp);
-    kl += p > 0.0f ? __fmul_rn(p, __fsub_rn(lp, lq)) : 0.0f;
-    if (g) store_grad(g, j, __fmul_rn(k, __fsub_rn(expf(lq), p)), add);
-  });
+    float lq = __fsub_rn(__fmul_rn(sv, inv_t), lse_s);
+    float p = __expf(lp);
+    kl = __fadd_rn(kl, p > 0.0f ? __fmul_rn(p, __fsub_rn(lp, lq)) : 0.0f);
+    *grad_value = __fmul_rn(k, __fsub_rn(__expf(lq), p));
+  };
+  if (g) {
+    /* two inputs: half the vectors in flight, to stay within 64 registers */
+    row_grad_pass<VEC_UNROLL / 2>(t, s, g, V, add, [&](int64_t, float tv, float sv) {
+      float gv;
+      term(tv, sv, &gv);
+      return gv;
+    });
+  } else {
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+      float unused;
+      term(t.at(j), s.at(j), &unused);
+    }
+  }
   kl = det_block_reduce(kl, det_sum(), 0.0f);
   if (threadIdx.x == 0) row_loss[r] = kl;
 }
 
 /* ---- MSE ------------------------------------------------------------------------------------ */
 
-template <typename T, typename TG>
-__global__ void mse_partial_kernel(float *partial, TG *grad, const T *s, const T *t, int64_t n, float k, int add) {
-  float acc = 0.0f;
-  int64_t stride = (int64_t)gridDim.x * blockDim.x, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  auto one = [&](int64_t at, float sv, float tv) {
-    float d = __fsub_rn(sv, tv);
-    acc = __fadd_rn(acc, __fmul_rn(d, d));
-    if (grad) store_grad(grad, at, __fmul_rn(k, d), add);
-  };
-  for (; i + (UNROLL - 1) * stride < n; i += UNROLL * stride) {
-    float sv[UNROLL], tv[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      sv[u] = dq_to_f32(s[i + u * stride]);
-      tv[u] = dq_to_f32(t[i + u * stride]);
+/* The MSE of chunk c (elements c*8 .. c*8+7, fewer in the last): acc
+ * gains the squared differences in element order, the gradient k * d is
+ * written or added. VEC: 16-byte accesses (every pointer aligned, a full
+ * chunk); the arithmetic is the same either way. */
+template <bool VEC, typename T, typename TG>
+__device__ __forceinline__ void mse_chunk(float &acc, TG *grad, const T *s, const T *t, int64_t c, int64_t n, float k,
+                                          int add) {
+  int64_t at = c * MSE_CHUNK;
+  float sv[MSE_CHUNK], tv[MSE_CHUNK], gv[MSE_CHUNK];
+  int m = VEC ? MSE_CHUNK : (int)min((int64_t)MSE_CHUNK, n - at);
+  if (VEC) {
+    dq_load_vec<MSE_CHUNK>(s + at, sv);
+    dq_load_vec<MSE_CHUNK>(t + at, tv);
+    if (grad && add) dq_load_vec<MSE_CHUNK>(grad + at, gv);
+  } else {
+#pragma unroll /* constant indices keep the arrays in registers */
+    for (int e = 0; e < MSE_CHUNK; e++) {
+      if (e >= m) break;
+      sv[e] = dq_to_f32(s[at + e]);
+      tv[e] = dq_to_f32(t[at + e]);
+      if (grad && add) gv[e] = dq_to_f32(grad[at + e]);
     }
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) one(i + u * stride, sv[u], tv[u]);
   }
-  for (; i < n; i += stride) one(i, dq_to_f32(s[i]), dq_to_f32(t[i]));
+#pragma unroll
+  for (int e = 0; e < MSE_CHUNK; e++) {
+    if (e < m) {
+      float d = __fsub_rn(sv[e], tv[e]);
+      acc = __fadd_rn(acc, __fmul_rn(d, d));
+      float g = __fmul_rn(k, d);
+      gv[e] = add ? __fadd_rn(gv[e], g) : g;
+    }
+  }
+  if (!grad) return;
+  if (VEC) dq_store_vec<MSE_CHUNK>(grad + at, gv);
+  else
+#pragma unroll
+    for (int e = 0; e < MSE_CHUNK; e++)
+      if (e < m) grad[at + e] = dq_from_f32<TG>(gv[e]);
+}
+
+/* Chunks in grid-stride order, MSE_UNROLL at a time (all loads issued
+ * before the arithmetic); then each block's sum. */
+template <bool VEC, typename T, typename TG>
+__global__ void __launch_bounds__(MSE_THREADS)
+    mse_partial_kernel(float *partial, TG *grad, const T *s, const T *t, int64_t n, float k, int add) {
+  float acc = 0.0f;
+  int64_t full = n / MSE_CHUNK, chunks = (n + MSE_CHUNK - 1) / MSE_CHUNK;
+  int64_t stride = (int64_t)gridDim.x * blockDim.x, c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (VEC) {
+    for (; c + (MSE_UNROLL - 1) * stride < full; c += MSE_UNROLL * stride) {
+      float sv[MSE_UNROLL][MSE_CHUNK], tv[MSE_UNROLL][MSE_CHUNK], gv[MSE_UNROLL][MSE_CHUNK];
+#pragma unroll
+      for (int u = 0; u < MSE_UNROLL; u++) {
+        int64_t at = (c + u * stride) * MSE_CHUNK;
+        dq_load_vec<MSE_CHUNK>(s + at, sv[u]);
+        dq_load_vec<MSE_CHUNK>(t + at, tv[u]);
+        if (grad && add) dq_load_vec<MSE_CHUNK>(grad + at, gv[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < MSE_UNROLL; u++) {
+#pragma unroll
+        for (int e = 0; e < MSE_CHUNK; e++) {
+          float d = __fsub_rn(sv[u][e], tv[u][e]);
+          acc = __fadd_rn(acc, __fmul_rn(d, d));
+          float g = __fmul_rn(k, d);
+          gv[u][e] = add ? __fadd_rn(gv[u][e], g) : g;
+        }
+        if (grad) dq_store_vec<MSE_CHUNK>(grad + (c + u * stride) * MSE_CHUNK, gv[u]);
+      }
+    }
+    for (; c < full; c += stride) mse_chunk<true>(acc, grad, s, t, c, n, k, add);
+  }
+  for (; c < chunks; c += stride) mse_chunk<false>(acc, grad, s, t, c, n, k, add);
   acc = det_block_reduce(acc, det_sum(), 0.0f);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
@@ -277,7 +460,8 @@ extern "C" dq_status cuda_loss_cross_entropy(dq_tensor *value, dq_tensor *grad, 
   int is64 = labels->dtype == DQ_I64, add = (flags & DQ_LOSS_ADD_GRAD) != 0;
   loss_count_kernel<<<1, SUM_THREADS, 0, stream>>>(count, labels->data, is64, rows, ignore_index);
   DQ_LAUNCHED("loss_count_kernel");
-  size_t limit, cache_bytes = (size_t)V * (size_t)dq_dtype_size(logits->dtype);
+  /* V elements plus room to shift the copy into the row's alignment */
+  size_t limit, cache_bytes = (size_t)(V + 16) * (size_t)dq_dtype_size(logits->dtype);
   DQ_TRY(max_dynamic_smem(op, device, &limit));
   int cache = cache_bytes <= limit;
   size_t smem = cache ? cache_bytes : 0;
@@ -309,7 +493,7 @@ extern "C" dq_status cuda_loss_kl(dq_tensor *value, dq_tensor *grad, float weigh
   const void *label_data = labels ? labels->data : NULL;
   loss_count_kernel<<<1, SUM_THREADS, 0, stream>>>(count, label_data, is64, rows, ignore_index);
   DQ_LAUNCHED("loss_count_kernel");
-  size_t limit, one = (size_t)V * (size_t)dq_dtype_size(student->dtype);
+  size_t limit, one = (size_t)(V + 16) * (size_t)dq_dtype_size(student->dtype); /* see cuda_loss_cross_entropy */
   DQ_TRY(max_dynamic_smem(op, device, &limit));
   /* Cache both rows when they fit, else the student's (read in two passes
    * besides pass A, like the teacher's), else none. */
@@ -338,7 +522,8 @@ extern "C" dq_status cuda_loss_mse(dq_tensor *value, dq_tensor *grad, float weig
   cudaStream_t stream;
   DQ_TRY(dq_cuda_begin(op, device, &stream));
   int64_t n = student->numel;
-  /* The grid depends on n only, so the partial sums (and the value) do too. */
+  /* The grid depends on n only, so the partial sums (and the value) do
+   * too, whether the 16-byte path runs or not. */
   int64_t blocks = (n + MSE_ELEMS_PER_BLOCK - 1) / MSE_ELEMS_PER_BLOCK;
   if (blocks > MSE_MAX_BLOCKS) blocks = MSE_MAX_BLOCKS;
   if (blocks < 1) blocks = 1;
@@ -348,8 +533,13 @@ extern "C" dq_status cuda_loss_mse(dq_tensor *value, dq_tensor *grad, float weig
   float k = (float)(2.0 * (double)weight / divisor);
   int add = (flags & DQ_LOSS_ADD_GRAD) != 0;
   LOSS_DISPATCH(student->dtype, grad && grad->dtype == DQ_F32 && student->dtype != DQ_F32, {
-    mse_partial_kernel<T, TG><<<(unsigned)blocks, MSE_THREADS, 0, stream>>>(
-        partial, grad ? (TG *)grad->data : NULL, (const T *)student->data, (const T *)teacher->data, n, k, add);
+    TG *g = grad ? (TG *)grad->data : NULL;
+    const T *sp = (const T *)student->data, *tp = (const T *)teacher->data;
+    uintptr_t any = (uintptr_t)sp | (uintptr_t)tp | (uintptr_t)g;
+    if ((any & 15u) == 0)
+      mse_partial_kernel<true, T, TG><<<(unsigned)blocks, MSE_THREADS, 0, stream>>>(partial, g, sp, tp, n, k, add);
+    else
+      mse_partial_kernel<false, T, TG><<<(unsigned)blocks, MSE_THREADS, 0, stream>>>(partial, g, sp, tp, n, k, add);
   });
   DQ_LAUNCHED("mse_partial_kernel");
   mse_finish_kernel<<<1, SUM_THREADS, 0, stream>>>((float *)value->data, partial, (int)blocks, divisor,
