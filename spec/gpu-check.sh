@@ -78,6 +78,8 @@ step loss_gpu bench.log 45 "$dqbart" spec/bench/loss_gpu.lua
 step matmul_gpu bench.log 45 "$dqbart" spec/bench/matmul_gpu.lua
 step bart_step bench.log 90 "$dqbart" spec/bench/bart_step.lua --device cuda --dtype bf16
 step bart_step_peer bench.log 120 "$python" spec/bench/bart_step_peer.py --device cuda --dtype bf16
+# bart-large's shapes (400M parameters) forward and backward on the GPU.
+step bart_large bench.log 90 "$dqbart" spec/bench/bart_step.lua --config large --device cuda --dtype bf16
 
 # The demo recipe on the GPU, shortened, on the committed sample corpus.
 rm -rf /tmp/dqbart-gpu-demo
