@@ -26,27 +26,32 @@ template <typename T> __device__ __forceinline__ bool dq_vec16_aligned(const T *
   return ((uintptr_t)p & 15u) == 0;
 }
 
-/* The N floats of a raw 16-byte vector of T. */
+/* The two-element type of a 16-bit T and its conversions. */
+template <typename T> struct dq_pair16;
+template <> struct dq_pair16<__nv_bfloat16> {
+  typedef __nv_bfloat162 type;
+  static __device__ __forceinline__ float2 to_float2(type p) { return __bfloat1622float2(p); }
+  static __device__ __forceinline__ type from_floats(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+template <> struct dq_pair16<__half> {
+  typedef __half2 type;
+  static __device__ __forceinline__ float2 to_float2(type p) { return __half22float2(p); }
+  static __device__ __forceinline__ type from_floats(float a, float b) { return __floats2half2_rn(a, b); }
+};
+
+/* The N floats of a raw 16-byte vector of T (the last argument names T). */
 __device__ __forceinline__ void dq_vec16_unpack(const uint4 &r, float *v, float) {
   v[0] = __uint_as_float(r.x);
   v[1] = __uint_as_float(r.y);
   v[2] = __uint_as_float(r.z);
   v[3] = __uint_as_float(r.w);
 }
-__device__ __forceinline__ void dq_vec16_unpack(const uint4 &r, float *v, __nv_bfloat16) {
-  const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&r);
+template <typename T> __device__ __forceinline__ void dq_vec16_unpack(const uint4 &r, float *v, T) {
+  typedef dq_pair16<T> P;
+  const typename P::type *h = reinterpret_cast<const typename P::type *>(&r);
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
-}
-__device__ __forceinline__ void dq_vec16_unpack(const uint4 &r, float *v, __half) {
-  const __half2 *h = reinterpret_cast<const __half2 *>(&r);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float2 f = __half22float2(h[i]);
+    float2 f = P::to_float2(h[i]);
     v[2 * i] = f.x;
     v[2 * i + 1] = f.y;
   }
@@ -56,18 +61,12 @@ __device__ __forceinline__ void dq_vec16_unpack(const uint4 &r, float *v, __half
 __device__ __forceinline__ uint4 dq_vec16_pack(const float *v, float) {
   return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
 }
-__device__ __forceinline__ uint4 dq_vec16_pack(const float *v, __nv_bfloat16) {
+template <typename T> __device__ __forceinline__ uint4 dq_vec16_pack(const float *v, T) {
+  typedef dq_pair16<T> P;
   uint4 r;
-  __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&r);
+  typename P::type *h = reinterpret_cast<typename P::type *>(&r);
 #pragma unroll
-  for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-  return r;
-}
-__device__ __forceinline__ uint4 dq_vec16_pack(const float *v, __half) {
-  uint4 r;
-  __half2 *h = reinterpret_cast<__half2 *>(&r);
-#pragma unroll
-  for (int i = 0; i < 4; i++) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+  for (int i = 0; i < 4; i++) h[i] = P::from_floats(v[2 * i], v[2 * i + 1]);
   return r;
 }
 
