@@ -15,14 +15,21 @@ foreach(src ${DQ_C_TESTS})
   add_test(NAME c_${name} COMMAND ${name})
 endforeach()
 
-file(GLOB DQ_LUA_SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/spec/*_spec.lua)
-foreach(spec ${DQ_LUA_SPECS})
-  get_filename_component(name ${spec} NAME_WE)
-  add_test(NAME lua_${name}
+# A busted spec file run inside the launcher as test NAME, with extra
+# environment settings (a list of VAR=value) beside DQ_SPEC_BUILD_DIR.
+function(dq_add_spec_test name spec)
+  add_test(NAME ${name}
     COMMAND $<TARGET_FILE:dqbart_launcher> ${PROJECT_SOURCE_DIR}/spec/busted.lua
             --output=plainTerminal ${spec}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-  set_tests_properties(lua_${name} PROPERTIES ENVIRONMENT "DQ_SPEC_BUILD_DIR=${PROJECT_BINARY_DIR}")
+  set(env DQ_SPEC_BUILD_DIR=${PROJECT_BINARY_DIR} ${ARGN})
+  set_tests_properties(${name} PROPERTIES ENVIRONMENT "${env}")
+endfunction()
+
+file(GLOB DQ_LUA_SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/spec/*_spec.lua)
+foreach(spec ${DQ_LUA_SPECS})
+  get_filename_component(name ${spec} NAME_WE)
+  dq_add_spec_test(lua_${name} ${spec})
 endforeach()
 
 # The launcher finds its Lua modules and library after `cmake --install`.
@@ -36,10 +43,5 @@ add_test(NAME install_tree
 # GPU host.
 set(DQ_CUDA_COMPARISON_SPECS bart cuda_ops loss quant)
 foreach(name ${DQ_CUDA_COMPARISON_SPECS})
-  add_test(NAME cpu_dry_run_${name}_spec
-    COMMAND $<TARGET_FILE:dqbart_launcher> ${PROJECT_SOURCE_DIR}/spec/busted.lua
-            --output=plainTerminal ${PROJECT_SOURCE_DIR}/spec/${name}_spec.lua
-    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-  set_tests_properties(cpu_dry_run_${name}_spec PROPERTIES
-    ENVIRONMENT "DQ_SPEC_BUILD_DIR=${PROJECT_BINARY_DIR};DQ_CUDA_SPEC_DEVICE=cpu")
+  dq_add_spec_test(cpu_dry_run_${name}_spec ${PROJECT_SOURCE_DIR}/spec/${name}_spec.lua DQ_CUDA_SPEC_DEVICE=cpu)
 endforeach()
