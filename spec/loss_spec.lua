@@ -381,6 +381,57 @@ describe("dq.loss on CUDA against the CPU", function()
     end
   end)
 
+  it("MSE over a count that is not a multiple of 8, on aligned and unaligned views", function()
+    -- The GPU reads chunks of 8 elements, 16 bytes at a time when every
+    -- pointer is aligned: a view one element in takes the element-wise path,
+    -- and the last chunk here is partial either way.
+    local n = 100003
+    for _, dtype in ipairs(ON_GPU and { "f32", "bf16" } or { "f32" }) do
+      local s = randn({ n + 1 }):to(dtype):float()
+      local t = randn({ n + 1 }):to(dtype):float()
+      for _, first in ipairs({ 1, 2 }) do
+        gpu_vs_cpu(("mse, view from element %d"):format(first), dtype, function(dev)
+          local g = dq.ones(n + 1, { device = dev })
+          local si = dev == "cpu" and s or s:to(dtype, DEVICE)
+          local ti = dev == "cpu" and t or t:to(dtype, DEVICE)
+          local v = loss.mse(si:narrow(1, first, n), ti:narrow(1, first, n), { grad = g:narrow(1, first, n),
+            accumulate = true, weight = 0.3 })
+          return v, g
+        end)
+      end
+    end
+  end)
+
+  it("gradients in the inputs' bf16, written and added, match the CPU's within bf16 rounding", function()
+    -- bf16 inputs with bf16 gradients take the GPU's 16-byte shared-memory
+    -- path in the gradient pass; adding reads the old gradient 16 bytes at a
+    -- time. (f32 on both sides in a CPU dry run.)
+    local dt = ON_GPU and "bf16" or "f32"
+    local rows, V = 8, 50265
+    local x, y = randn({ rows, V }, 3):to(dt):float(), randn({ rows, V }, 3):to(dt):float()
+    local labels = labels_for({ rows }, V, 5)
+    local cases = {
+      ce = function(a, _, lab, g, acc)
+        return loss.cross_entropy(a, lab, { grad = g, accumulate = acc, label_smoothing = 0.1 })
+      end,
+      kl = function(a, b, lab, g, acc)
+        return loss.kl(a, b, { grad = g, accumulate = acc, temperature = 2, labels = lab })
+      end,
+    }
+    for name, run in pairs(cases) do
+      for _, acc in ipairs({ false, true }) do
+        local start = (randn({ rows, V }, 1e-5)):to(dt):float()
+        local cg = start:clone()
+        run(x, y, labels, cg, acc)
+        local gg = start:to(dt, DEVICE)
+        run(x:to(dt, DEVICE), y:to(dt, DEVICE), labels:to(DEVICE), gg, acc)
+        assert.equal(dt, gg:type())
+        assert_close(cg:tolist(), gg:float():cpu():tolist(), 8e-3, 1e-9,
+          ("%s gradient, %s"):format(name, acc and "added" or "written"))
+      end
+    end
+  end)
+
   it("bf16 gradients, and the same bits twice on the GPU", function()
     if not ON_GPU then return pending("the CPU computes f32 only") end
     local x = randn({ 64, 50265 }, 3):bf16():to(DEVICE)
