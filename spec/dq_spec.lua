@@ -9,6 +9,7 @@
 -- vocabulary in reverse order. A BPE vocabulary is trained on it and a
 -- 2+2-layer BART (d_model 16) is trained briefly as the teacher.
 local dq = require("dqbart")
+local ffi = require("ffi")
 local trainer = require("dqbart.trainer")
 local teacher_mod = require("dqbart.teacher")
 local dq_step = require("dqbart.dq")
@@ -209,6 +210,69 @@ describe("the DQ loop", function()
     local distilled = gap(DISTILL)
     assert.is_true(distilled < 0.8 * task_only,
       ("logits MSE to the teacher: %.4g distilled, %.4g task only"):format(distilled, task_only))
+    t:free()
+  end)
+
+  it("makes the gradient of the total loss it reports (finite differences, every term, CPU f32)", function()
+    -- The step's terms share injection buffers and layer maps; a gradient
+    -- that went to the wrong output or layer would leave every value right
+    -- and the training wrong. Unquantized, without dropout, the total is
+    -- smooth in the student's weights.
+    local t, dir = teacher()
+    local s = t:student({ encoder_layers = { 0, 1 }, decoder_layers = { 1 } })
+    s:set_dropout({ dropout = 0, attention_dropout = 0, activation_dropout = 0 }):train()
+    -- moved off the teacher's copied layers, so that every term is nonzero
+    for k, name in ipairs(s:param_names()) do
+      local w = s:param(name)
+      require("dqbart.ops").axpby(w, dq.randn(w:size(), { seed = 100 + k }), 0.05, 1)
+    end
+    s:params_changed()
+    local batch = datasets(dir).train:loader({ batch_size = 4, shuffle = false }):next()
+    local values = {}
+    for _, name in ipairs(dq_step.TERMS) do values[name] = dq.zeros({}) end
+    local ctx = {
+      student = s, teacher = t, weights = DISTILL, scale = 1, pairs = PAIRS, batches = { batch }, values = values,
+      teacher_outputs = { output_hidden_states = true, output_attentions = true }, rng = dq.rng(3),
+      label_smoothing = 0.1, extra_losses = {}, host_values = {},
+      optimizer = { step = function() end }, -- a test double: the gradients are read, nothing is updated
+    }
+    local function total()
+      for _, name in ipairs(dq_step.TERMS) do values[name]:fill_(0) end
+      dq_step.step(ctx)
+      local sum = 0
+      for _, name in ipairs(dq_step.TERMS) do
+        assert.is_true(values[name]:item() > 0, name .. " contributes")
+        sum = sum + values[name]:item()
+      end
+      return sum
+    end
+    total()
+    local failures = {}
+    for _, pname in ipairs({ "model.shared.weight", "model.encoder.layernorm_embedding.weight",
+      "model.encoder.layers.0.self_attn.k_proj.weight", "model.encoder.layers.1.fc2.weight",
+      "model.decoder.layers.0.encoder_attn.q_proj.weight", "model.decoder.layers.0.fc1.bias" }) do
+      local g = s:grad(pname):clone()
+      local w = s:param(pname)
+      local pw, pg = ffi.cast("float*", w.data), ffi.cast("float*", g.data)
+      local n = tonumber(w.numel)
+      for _, i in ipairs({ 0, math.floor(n / 2), n - 1 }) do
+        local saved, h = pw[i], 1e-2
+        pw[i] = saved + h
+        s:params_changed()
+        local lp = total()
+        pw[i] = saved - h
+        s:params_changed()
+        local lm = total()
+        pw[i] = saved
+        s:params_changed()
+        local numeric, analytic = (lp - lm) / (2 * h), pg[i]
+        if math.abs(numeric - analytic) > 2e-3 + 2e-2 * math.abs(analytic) then
+          failures[#failures + 1] = ("%s[%d]: analytic %.6g, numeric %.6g"):format(pname, i, analytic, numeric)
+        end
+      end
+    end
+    assert.are.same({}, failures)
+    s:free()
     t:free()
   end)
 
