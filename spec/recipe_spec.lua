@@ -196,6 +196,17 @@ describe("--set", function()
     assert.is_nil(r.schedule.max_steps)
   end)
 
+  it("drops an optional section with none, and only an optional one", function()
+    local r = resolve(with({ teacher = { train = { max_steps = 10 } } }), { sets = { "teacher.train=none",
+      "teacher.path=elsewhere" } })
+    assert.is_nil(r.teacher.train)
+    assert.are.equal("elsewhere", r.teacher.path)
+    assert.matches("'teacher.train' is a section; set one of its keys %(teacher%.train%.KEY=value%) or drop it "
+      .. "%(teacher%.train=none%)", err_of(recipe.parse_set, "teacher.train=3"))
+    assert.matches("'optim' is a section; set one of its keys %(optim%.KEY=value%)$",
+      err_of(recipe.parse_set, "optim=none"))
+  end)
+
   it("rejects unknown keys, sections, bad values and malformed text", function()
     assert.are.equal("unknown key 'optim.learning_rate' in --set optim.learning_rate=2; did you mean 'optim.lr'?",
       err_of(recipe.parse_set, "optim.learning_rate=2"))

@@ -837,7 +837,11 @@ function M.parse_set(text)
     end
   end
   if node.kind == "section" then
-    fail(("--set %s: '%s' is a section; set one of its keys (%s.KEY=value)"):format(text, path, path))
+    -- An optional section can be dropped as a whole (teacher.train=none to
+    -- give a teacher.path instead); others are set key by key.
+    if node.optional and (raw == "nil" or raw == "none") then return path, nil, true end
+    fail(("--set %s: '%s' is a section; set one of its keys (%s.KEY=value)%s"):format(text, path, path,
+      node.optional and (" or drop it (%s=none)"):format(path) or ""))
   end
   local value
   if raw == "nil" or raw == "none" then
