@@ -25,7 +25,9 @@
  * as the stock lua interpreter does. In "flag" mode it only sets a flag that
  * a long-running loop (the trainer) polls, so it can save and exit cleanly. */
 static lua_State *main_state;
-static volatile sig_atomic_t interrupt_flag;
+/* The signal that asked to stop (SIGINT, or SIGTERM while a training loop
+ * runs), 0 when none has arrived since the last look. */
+static volatile sig_atomic_t interrupt_signal;
 static volatile sig_atomic_t interrupt_raises = 1;
 
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
@@ -34,25 +36,39 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "interrupted");
 }
 
-static void on_sigint(int sig) {
-  (void)sig;
-  interrupt_flag = 1;
+static void on_interrupt(int sig) {
+  interrupt_signal = sig;
   if (interrupt_raises && main_state)
     lua_sethook(main_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+/* "error": Ctrl-C raises a Lua error at once (the REPL, commands).
+ * "flag": a training loop polls interrupted() between updates and saves a
+ * checkpoint; SIGTERM (a scheduler preempting the job) is caught the same
+ * way then, and kills as usual otherwise. */
 static int l_interrupt_mode(lua_State *L) {
   const char *mode = luaL_checkstring(L, 1);
-  if (strcmp(mode, "error") == 0) interrupt_raises = 1;
-  else if (strcmp(mode, "flag") == 0) interrupt_raises = 0;
-  else return luaL_error(L, "interrupt_mode: expected 'error' or 'flag', got '%s'", mode);
+  if (strcmp(mode, "error") == 0) {
+    interrupt_raises = 1;
+    signal(SIGTERM, SIG_DFL);
+  } else if (strcmp(mode, "flag") == 0) {
+    interrupt_raises = 0;
+    signal(SIGTERM, on_interrupt);
+  } else {
+    return luaL_error(L, "interrupt_mode: expected 'error' or 'flag', got '%s'", mode);
+  }
   return 0;
 }
 
+/* interrupted() -> false, or true and the signal's name ("SIGINT",
+ * "SIGTERM"); either way the record is cleared. */
 static int l_interrupted(lua_State *L) {
-  lua_pushboolean(L, interrupt_flag);
-  interrupt_flag = 0;
-  return 1;
+  int sig = interrupt_signal;
+  interrupt_signal = 0;
+  lua_pushboolean(L, sig != 0);
+  if (!sig) return 1;
+  lua_pushstring(L, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  return 2;
 }
 
 /* ---- line editing ---------------------------------------------------------- */
@@ -62,7 +78,7 @@ static int l_readline(lua_State *L) {
   interrupt_raises = 0; /* readline handles Ctrl-C itself while editing */
   char *line = readline(prompt);
   interrupt_raises = 1;
-  interrupt_flag = 0;
+  interrupt_signal = 0;
   if (!line) return 0;
   lua_pushstring(L, line);
   free(line);
@@ -217,7 +233,7 @@ int main(int argc, char **argv) {
   lua_pushcfunction(L, open_launcher_module);
   lua_setfield(L, -2, "dqbart.launcher");
   lua_pop(L, 2);
-  signal(SIGINT, on_sigint);
+  signal(SIGINT, on_interrupt);
 
   /* status = require("dqbart.cli.main").main(exe, {argv[1..]}) */
   lua_pushcfunction(L, traceback);

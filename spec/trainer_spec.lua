@@ -213,29 +213,41 @@ describe("a recipe run", function()
     end)
   end)
 
-  it("saves a checkpoint and stops cleanly on Ctrl-C", function()
+  -- A loss term sends this process the signal during update 3; the run
+  -- saves a checkpoint, exits with 128 + the signal, and --resume finishes.
+  local function stops_on(signal, code, name)
     local stat = checkpoint.read_file("/proc/self/stat")
     local pid = stat and stat:match("^(%d+)")
     if not pid or not pcall(require, "dqbart.launcher") then
       pending("needs the launcher and /proc")
       return
     end
-    local dir = out .. "/ctrl_c"
+    local dir = out .. "/" .. name
     local r, info = recipe(out, { "output_dir=" .. dir, "teacher.train.dir=" .. out .. "/teacher" })
-    -- a loss term that presses Ctrl-C (SIGINT to this process) during update 3
-    r.distill.extra_losses = { ctrl_c = function(ctx)
+    r.distill.extra_losses = { press = function(ctx)
       if ctx.update == 2 and not ctx.pressed then
         ctx.pressed = true
-        io.popen("kill -INT " .. pid):close() -- (os.execute would ignore SIGINT while it waits)
+        io.popen("kill -" .. signal .. " " .. pid):close() -- (os.execute would ignore SIGINT while it waits)
       end
     end }
-    local code = quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)
-    assert.are.equal(130, code)
+    local got, res = quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)
+    assert.are.equal(code, got)
+    assert.are.equal("interrupted", res.result.status)
     local state = checkpoint.load(dir .. "/checkpoint")
     assert.are.equal(3, state.update)
-    -- and --resume finishes the run
     r.resume = true
     r.distill.extra_losses = {}
     assert.are.equal(0, (quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)))
+    return res.result.message
+  end
+
+  it("saves a checkpoint and stops cleanly on Ctrl-C", function()
+    local message = stops_on("INT", 130, "ctrl_c")
+    if message then assert.matches("^interrupted %(Ctrl%-C%) at update 3: checkpoint saved", message) end
+  end)
+
+  it("saves a checkpoint and stops cleanly on SIGTERM (a scheduler preempting the job)", function()
+    local message = stops_on("TERM", 143, "sigterm")
+    if message then assert.matches("^terminated %(SIGTERM%) at update 3: checkpoint saved", message) end
   end)
 end)

@@ -24,7 +24,8 @@
 --   stop_after            stop (with a checkpoint, like Ctrl-C) after this many updates
 --   out                   where progress goes (io.stdout)
 -- result: { status = "done" | "interrupted" | "stopped" | "nonfinite", update =, best = {...},
---           message =, history = { per-update total losses of this process } }
+--           message =, history = { per-update total losses of this process },
+--           signal = "SIGINT" | "SIGTERM" when interrupted }
 local dq_step = require("dqbart.dq")
 local checkpoint = require("dqbart.checkpoint")
 local progress = require("dqbart.progress")
@@ -419,8 +420,11 @@ function M.train(job)
           save_checkpoint()
         end
       end
-      if l and l.interrupted() then
-        stop_with_checkpoint("interrupted", "interrupted (Ctrl-C)")
+      local interrupted, signal = false, nil
+      if l then interrupted, signal = l.interrupted() end
+      if interrupted then
+        result.signal = signal
+        stop_with_checkpoint("interrupted", signal == "SIGTERM" and "terminated (SIGTERM)" or "interrupted (Ctrl-C)")
         return
       end
     end

@@ -8,8 +8,10 @@
 --   4. the report: teacher and student on the test set (size, compression,
 --      ROUGE or the loss), printed and written to results.json.
 --
---   trainer_run.run(r, info, opts) -> exit code (0 done, 130 interrupted,
---   3 a non-finite loss). opts (for specs): out, tty, stop_after, resume.
+--   trainer_run.run(r, info, opts) -> exit code (0 done, 130 interrupted by
+--   Ctrl-C, 143 by SIGTERM, 3 a non-finite loss), { result = the trainer's
+--   result, rows = the report's rows when done }. opts (for specs): out,
+--   tty, stop_after, resume.
 local dq = require("dqbart")
 local recipe = require("dqbart.recipe")
 local checkpoint = require("dqbart.checkpoint")
@@ -31,6 +33,12 @@ function M.device_of(r)
   local dtype = r.precision
   if dtype == "auto" then dtype = device == "cpu" and "f32" or "bf16" end
   return device, dtype
+end
+
+-- The exit code of a run that stopped early (the shell's 128 + signal).
+local function exit_code(result)
+  if result.status == "nonfinite" then return 3 end
+  return result.signal == "SIGTERM" and 143 or 130
 end
 
 local function min_limit(a, b)
@@ -145,7 +153,7 @@ function M.run_locked(r, info, opts)
     })
     if not teacher_dir then
       io.stderr:write("dqbart: teacher training ", result.message or result.status, "\n")
-      return result.status == "nonfinite" and 3 or 130
+      return exit_code(result), { result = result }
     end
   end
   local teacher = dq.model.load(teacher_dir, { device = device, dtype = dtype })
@@ -208,7 +216,7 @@ function M.run_locked(r, info, opts)
   })
   if result.status ~= "done" then
     io.stderr:write("dqbart: ", result.message or result.status, "\n")
-    return result.status == "nonfinite" and 3 or 130
+    return exit_code(result), { result = result }
   end
 
   -- 4. the report
