@@ -59,4 +59,39 @@ function M.check(case)
   return true
 end
 
+-- The model parameters `names` of m against a scalar loss() (a Lua
+-- number; m's gradients must already hold d loss / d parameter): the
+-- central difference at the first, a middle and the last element of each,
+-- step h (1e-2), within atol (2e-3) + rtol (2e-2) * |analytic|. Returns the
+-- mismatches as lines of text (empty when none).
+function M.model_params(m, names, loss, opts)
+  opts = opts or {}
+  local h, atol, rtol = opts.h or 1e-2, opts.atol or 2e-3, opts.rtol or 2e-2
+  local failures = {}
+  for _, pname in ipairs(names) do
+    local g = m:grad(pname):clone()
+    local w = m:param(pname)
+    local pw, pg = ffi.cast("float*", w.data), ffi.cast("float*", g.data)
+    local n = tonumber(w.numel)
+    local function at(i, value)
+      pw[i] = value
+      m:params_changed()
+    end
+    for _, i in ipairs({ 0, math.floor(n / 3), n - 1 }) do
+      local saved = pw[i]
+      at(i, saved + h)
+      local lp = loss()
+      at(i, saved - h)
+      local lm = loss()
+      at(i, saved)
+      local numeric, analytic = (lp - lm) / (2 * h), pg[i]
+      if math.abs(numeric - analytic) > atol + rtol * math.abs(analytic) then
+        failures[#failures + 1] = ("%s[%d]: analytic %.6g, numeric %.6g"):format(pname, i, analytic, numeric)
+      end
+    end
+    g:free()
+  end
+  return failures
+end
+
 return M
