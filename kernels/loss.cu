@@ -119,7 +119,7 @@ template <int pending> __device__ __forceinline__ void prefetch_wait() {
  * cache already, and only the head and tail come from global memory.
  * f(j0, v, k) gets k consecutive values v[0..k) from j0 (k = 1, or a whole
  * vector), over the thread's share of the row. */
-template <int U, bool PREFETCHED = false, typename T, typename F>
+template <bool PREFETCHED = false, typename T, typename F>
 __device__ __forceinline__ void row_first_pass(const row_src<T> &src, int n, F f) {
   constexpr int N = dq_vec16<T>::N;
   int w = blockDim.x;
@@ -142,12 +142,12 @@ __device__ __forceinline__ void row_first_pass(const row_src<T> &src, int n, F f
     f(head + i * N, v, N);
   };
   int i = threadIdx.x;
-  for (; i + (U - 1) * w < nvec; i += U * w) {
-    uint4 raw[U];
+  for (; i + (VEC_UNROLL - 1) * w < nvec; i += VEC_UNROLL * w) {
+    uint4 raw[VEC_UNROLL];
 #pragma unroll
-    for (int u = 0; u < U; u++) raw[u] = PREFETCHED ? cv[i + u * w] : gv[i + u * w];
+    for (int u = 0; u < VEC_UNROLL; u++) raw[u] = PREFETCHED ? cv[i + u * w] : gv[i + u * w];
 #pragma unroll
-    for (int u = 0; u < U; u++) vector(i + u * w, raw[u]);
+    for (int u = 0; u < VEC_UNROLL; u++) vector(i + u * w, raw[u]);
   }
   for (; i < nvec; i += w) vector(i, PREFETCHED ? cv[i] : gv[i]);
   for (int j = head + nvec * N + threadIdx.x; j < n; j += w) single(j);
@@ -291,9 +291,9 @@ __global__ void __launch_bounds__(ROW_THREADS, 2)
     row_prefetch(x.cache, row, V);
     prefetch_wait<0>();
     __syncthreads();
-    row_first_pass<VEC_UNROLL, true>(x, V, fold);
+    row_first_pass<true>(x, V, fold);
   } else {
-    row_first_pass<VEC_UNROLL>(x, V, fold);
+    row_first_pass(x, V, fold);
   }
   float lse2 = acc.block_lse2(); /* its reductions also complete the cache */
   if (eps > 0.0f) sx = det_block_reduce(sx, det_sum(), 0.0f);
@@ -355,14 +355,14 @@ __global__ void __launch_bounds__(THREADS, MINB)
      * read meanwhile */
     row_prefetch(s.cache, s.g, V);
     if (t.cache) row_prefetch(t.cache, t.g, V);
-    else row_first_pass<VEC_UNROLL>(t, V, fold_t);
+    else row_first_pass(t, V, fold_t);
     prefetch_wait<0>();
     __syncthreads();
-    row_first_pass<VEC_UNROLL, true>(s, V, fold_s);
-    if (t.cache) row_first_pass<VEC_UNROLL, true>(t, V, fold_t);
+    row_first_pass<true>(s, V, fold_s);
+    if (t.cache) row_first_pass<true>(t, V, fold_t);
   } else {
-    row_first_pass<VEC_UNROLL>(s, V, fold_s);
-    row_first_pass<VEC_UNROLL>(t, V, fold_t);
+    row_first_pass(s, V, fold_s);
+    row_first_pass(t, V, fold_t);
   }
   /* the reductions also complete the caches */
   float lse2_s = acc_s.block_lse2(), lse2_t = acc_t.block_lse2(), c = acc_s.c;
