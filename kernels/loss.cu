@@ -388,6 +388,21 @@ __global__ void __launch_bounds__(THREADS, MINB)
 
 /* ---- MSE ------------------------------------------------------------------------------------ */
 
+/* The arithmetic of a chunk's first m elements: acc gains the squared
+ * differences in element order; gv becomes the gradient k * d, or gains it. */
+__device__ __forceinline__ void mse_apply(float &acc, const float *sv, const float *tv, float *gv, int m, float k,
+                                          int add) {
+#pragma unroll
+  for (int e = 0; e < MSE_CHUNK; e++) {
+    if (e < m) {
+      float d = __fsub_rn(sv[e], tv[e]);
+      acc = __fadd_rn(acc, __fmul_rn(d, d));
+      float g = __fmul_rn(k, d);
+      gv[e] = add ? __fadd_rn(gv[e], g) : g;
+    }
+  }
+}
+
 /* The MSE of chunk c (elements c*8 .. c*8+7, fewer in the last): acc
  * gains the squared differences in element order, the gradient k * d is
  * written or added. VEC: 16-byte accesses (every pointer aligned, a full
@@ -411,15 +426,7 @@ __device__ __forceinline__ void mse_chunk(float &acc, TG *grad, const T *s, cons
       if (grad && add) gv[e] = dq_to_f32(grad[at + e]);
     }
   }
-#pragma unroll
-  for (int e = 0; e < MSE_CHUNK; e++) {
-    if (e < m) {
-      float d = __fsub_rn(sv[e], tv[e]);
-      acc = __fadd_rn(acc, __fmul_rn(d, d));
-      float g = __fmul_rn(k, d);
-      gv[e] = add ? __fadd_rn(gv[e], g) : g;
-    }
-  }
+  mse_apply(acc, sv, tv, gv, m, k, add);
   if (!grad) return;
   if (VEC) dq_store_vec<MSE_CHUNK>(grad + at, gv);
   else
@@ -448,13 +455,7 @@ __global__ void __launch_bounds__(MSE_THREADS)
       }
 #pragma unroll
       for (int u = 0; u < MSE_UNROLL; u++) {
-#pragma unroll
-        for (int e = 0; e < MSE_CHUNK; e++) {
-          float d = __fsub_rn(sv[u][e], tv[u][e]);
-          acc = __fadd_rn(acc, __fmul_rn(d, d));
-          float g = __fmul_rn(k, d);
-          gv[u][e] = add ? __fadd_rn(gv[u][e], g) : g;
-        }
+        mse_apply(acc, sv[u], tv[u], gv[u], MSE_CHUNK, k, add);
         if (grad) dq_store_vec<MSE_CHUNK>(grad + (c + u * stride) * MSE_CHUNK, gv[u]);
       }
     }
