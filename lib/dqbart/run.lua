@@ -23,7 +23,9 @@ local function spec_for(path)
       { "--resume", flag = true,
         help = "continue from the checkpoint in the output directory (the recipe key resume = true)" },
     },
-    epilog = "Values in --set are read by the key's type: numbers, true/false, text, lists as 0,2,5.",
+    epilog = "Values in --set are read by the key's type: numbers, true/false, text, lists as 0,2,5;\n"
+      .. "none clears a key, or drops an optional section (--set teacher.train=none).\n"
+      .. "Ctrl-C or SIGTERM saves a checkpoint and exits (130, 143); --resume continues.",
   }
 end
 
