@@ -75,6 +75,7 @@ step generate bench.log 90 "$dqbart" spec/bench/generate.lua --device cuda --dty
 step generate_peer bench.log 120 "$python" spec/bench/generate_peer.py --device cuda --dtype bf16
 step quant_gpu bench.log 45 "$dqbart" spec/bench/quant_gpu.lua
 step loss_gpu bench.log 45 "$dqbart" spec/bench/loss_gpu.lua
+step loss_gpu_f32 bench.log 45 "$dqbart" spec/bench/loss_gpu.lua 20 f32
 step matmul_gpu bench.log 45 "$dqbart" spec/bench/matmul_gpu.lua
 step bart_step bench.log 90 "$dqbart" spec/bench/bart_step.lua --device cuda --dtype bf16
 step bart_step_peer bench.log 120 "$python" spec/bench/bart_step_peer.py --device cuda --dtype bf16
