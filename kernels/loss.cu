@@ -377,8 +377,7 @@ __global__ void __launch_bounds__(THREADS, MINB)
   };
   if (g) {
     /* two inputs: half the vectors in flight, to stay within 64 registers */
-    constexpr int UC = THREADS * MINB <= 512 ? VEC_UNROLL : VEC_UNROLL / 2;
-    row_grad_pass<UC>(t, s, g, V, add, [&](int, float tv, float sv) { return term(tv, sv); });
+    row_grad_pass<VEC_UNROLL / 2>(t, s, g, V, add, [&](int, float tv, float sv) { return term(tv, sv); });
   } else {
     for (int j = threadIdx.x; j < V; j += blockDim.x) term(t.at(j), s.at(j));
   }
