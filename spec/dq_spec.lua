@@ -13,6 +13,8 @@ local trainer = require("dqbart.trainer")
 local teacher_mod = require("dqbart.teacher")
 local dq_step = require("dqbart.dq")
 local checkpoint = require("dqbart.checkpoint")
+local ops = require("dqbart.ops")
+local gradcheck = require("gradcheck")
 
 local WORDS = { "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
   "lima" }
@@ -223,7 +225,7 @@ describe("the DQ loop", function()
     -- moved off the teacher's copied layers, so that every term is nonzero
     for k, name in ipairs(s:param_names()) do
       local w = s:param(name)
-      require("dqbart.ops").axpby(w, dq.randn(w:size(), { seed = 100 + k }), 0.05, 1)
+      ops.axpby(w, dq.randn(w:size(), { seed = 100 + k }), 0.05, 1)
     end
     s:params_changed()
     local batch = datasets(dir).train:loader({ batch_size = 4, shuffle = false }):next()
@@ -240,13 +242,14 @@ describe("the DQ loop", function()
       dq_step.step(ctx)
       local sum = 0
       for _, name in ipairs(dq_step.TERMS) do
-        assert.is_true(values[name]:item() > 0, name .. " contributes")
-        sum = sum + values[name]:item()
+        local v = values[name]:item()
+        assert.is_true(v > 0, name .. " contributes")
+        sum = sum + v
       end
       return sum
     end
     total()
-    local failures = require("gradcheck").model_params(s, { "model.shared.weight",
+    local failures = gradcheck.model_params(s, { "model.shared.weight",
       "model.encoder.layernorm_embedding.weight", "model.encoder.layers.0.self_attn.k_proj.weight",
       "model.encoder.layers.1.fc2.weight", "model.decoder.layers.0.encoder_attn.q_proj.weight",
       "model.decoder.layers.0.fc1.bias" }, total)

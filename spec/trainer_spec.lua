@@ -214,8 +214,9 @@ describe("a recipe run", function()
   end)
 
   -- A loss term sends this process the signal during update 3; the run
-  -- saves a checkpoint, exits with 128 + the signal, and --resume finishes.
-  local function stops_on(signal, code, name)
+  -- saves a checkpoint, exits with 128 + the signal saying `message`, and
+  -- --resume finishes.
+  local function stops_on(signal, code, message, name)
     local stat = checkpoint.read_file("/proc/self/stat")
     local pid = stat and stat:match("^(%d+)")
     if not pid or not pcall(require, "dqbart.launcher") then
@@ -233,21 +234,19 @@ describe("a recipe run", function()
     local got, res = quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)
     assert.are.equal(code, got)
     assert.are.equal("interrupted", res.result.status)
+    assert.matches(message, res.result.message)
     local state = checkpoint.load(dir .. "/checkpoint")
     assert.are.equal(3, state.update)
     r.resume = true
     r.distill.extra_losses = {}
     assert.are.equal(0, (quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)))
-    return res.result.message
   end
 
   it("saves a checkpoint and stops cleanly on Ctrl-C", function()
-    local message = stops_on("INT", 130, "ctrl_c")
-    if message then assert.matches("^interrupted %(Ctrl%-C%) at update 3: checkpoint saved", message) end
+    stops_on("INT", 130, "^interrupted %(Ctrl%-C%) at update 3: checkpoint saved", "ctrl_c")
   end)
 
   it("saves a checkpoint and stops cleanly on SIGTERM (a scheduler preempting the job)", function()
-    local message = stops_on("TERM", 143, "sigterm")
-    if message then assert.matches("^terminated %(SIGTERM%) at update 3: checkpoint saved", message) end
+    stops_on("TERM", 143, "^terminated %(SIGTERM%) at update 3: checkpoint saved", "sigterm")
   end)
 end)
