@@ -22,10 +22,6 @@ template <typename T> __device__ __forceinline__ int dq_vec16_head(const T *p) {
   return (int)(((16u - ((uintptr_t)p & 15u)) & 15u) / sizeof(T));
 }
 
-template <typename T> __device__ __forceinline__ bool dq_vec16_aligned(const T *p) {
-  return ((uintptr_t)p & 15u) == 0;
-}
-
 /* The two-element type of a 16-bit T and its conversions. */
 template <typename T> struct dq_pair16;
 template <> struct dq_pair16<__nv_bfloat16> {
