@@ -164,6 +164,30 @@ describe("BART/mBART on the CPU (f32) against transformers", function()
         m:free()
         m2:free()
       end)
+
+      it("load_weights copies a saved model into a built one, and names a missing tensor", function()
+        local m = dq.model.load(FIXTURES .. name)
+        local dir = files.fresh_path()
+        m:save(dir)
+        local fresh = dq.model.new(dq.config.load(dir)) -- zero weights
+        fresh:load_weights(dir .. "/model.safetensors")
+        for i = 1, m:num_params() do
+          assert.are.equal(0, (diff(m:param(i), fresh:param(i))), m:param_names()[i])
+        end
+        -- a file without one trainable tensor is refused, naming the file and the tensor
+        local tensors = dq.safetensors.open(dir .. "/model.safetensors"):tensors()
+        local dropped = "model.encoder.layers.0.fc1.weight"
+        assert.is_truthy(tensors[dropped])
+        tensors[dropped] = nil
+        local partial = dir .. "/partial.safetensors"
+        dq.safetensors.save(partial, tensors)
+        local ok, err = pcall(fresh.load_weights, fresh, partial)
+        assert.is_false(ok)
+        assert.is_truthy(tostring(err):find(partial .. " has no tensor " .. dropped, 1, true), tostring(err))
+        files.remove_tree(dir)
+        m:free()
+        fresh:free()
+      end)
     end)
   end
 

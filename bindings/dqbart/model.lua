@@ -17,7 +17,8 @@
 --   m:params() / m:grads()       -- the whole f32 buffers (1-d)
 --   m:param(name_or_index) / m:grad(name_or_index)   -- views; indices 1-based
 --   m:param_names()              -- transformers names, buffer order
---   m:save(dir) ; m:student{ encoder_layers = { 0, 2, 5 }, decoder_layers = { 5 } }
+--   m:save(dir) ; m:load_weights(path)   -- a model.safetensors into this model
+--   m:student{ encoder_layers = { 0, 2, 5 }, decoder_layers = { 5 } }
 --   m:set_quant("2-2-8", { clip = 2.5 })  -- a DQ-BART student: quantized weights, embedding,
 --                                        -- activations (engine/dqbart_model_quant.h); nil: off
 --   m:quantize_weights()        -- recompute the quantized weights: once per training step
@@ -356,6 +357,28 @@ function Model:save(dir)
   write_quant_file(dir, self.quant_spec and { bits = self:quant().bits, spec = self.quant_spec,
     opts = self.quant_opts })
   return self
+end
+
+-- Copy the weights of a model.safetensors (a checkpoint this model's
+-- save wrote, or one of the same architecture) into the model. Tensors the
+-- file lacks keep their values, except trainable ones: their absence is an
+-- error naming the file and the tensor.
+function Model:load_weights(path)
+  live(self, 2)
+  local f = require("dqbart.safetensors").open(path)
+  for i, name in ipairs(self:param_names()) do
+    if f:contains(name) then
+      local view = self:param(i)
+      local ok, err = pcall(f.tensor, f, name, view)
+      view:free()
+      if not ok then f:close(); error(err, 0) end
+    elseif self:trainable(i) then
+      f:close()
+      error(("model:load_weights: %s has no tensor %s"):format(path, name), 2)
+    end
+  end
+  f:close()
+  return self:params_changed()
 end
 
 -- The quantization plan saved with a student: spec, opts for set_quant, and

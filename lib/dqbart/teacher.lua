@@ -191,17 +191,7 @@ function M.train(r, env, dir, spec)
     return nil, result
   end
   -- publish the best epoch's weights with the tokenizer and the spec
-  if result.best_dir then
-    local f = dq.safetensors.open(result.best_dir .. "/model.safetensors")
-    for i, name in ipairs(model:param_names()) do
-      if f:contains(name) then
-        local v = model:param(i)
-        f:tensor(name, v)
-        v:free()
-      end
-    end
-    f:close()
-  end
+  if result.best_dir then model:load_weights(result.best_dir .. "/model.safetensors") end
   checkpoint.publish(dir, function(tmp)
     model:save(tmp)
     checkpoint.write_file(tmp .. "/" .. M.SPEC_FILE, checkpoint.json_encode({

@@ -130,22 +130,6 @@ local function describe_difference(a, b)
   return table.concat(out, "; ")
 end
 
--- Load a checkpoint's weights into the (already built) model.
-local function load_weights(model, path)
-  local f = require("dqbart.safetensors").open(path)
-  for i, name in ipairs(model:param_names()) do
-    if f:contains(name) then
-      local view = model:param(i)
-      f:tensor(name, view)
-      view:free()
-    elseif model:trainable(i) then
-      error(("checkpoint %s has no tensor %s"):format(path, name), 0)
-    end
-  end
-  f:close()
-  model:params_changed()
-end
-
 -- ---- the loop ------------------------------------------------------------------------------------
 
 local function json_line(path, record, order)
@@ -221,7 +205,7 @@ function M.train(job)
       if diff ~= "" then
         error(("cannot resume from %s: it was made with other settings (%s)"):format(path, diff), 0)
       end
-      load_weights(model, path .. "/model.safetensors")
+      model:load_weights(path .. "/model.safetensors")
       checkpoint.load_optimizer(path, opt)
       loader:set_state(state.loader)
       ctx.rng:set_state(state.rng)

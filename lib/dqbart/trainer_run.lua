@@ -222,18 +222,7 @@ function M.run_locked(r, info, opts)
   -- 4. the report
   local rows = {}
   if r.eval.test then
-    if result.best_dir then
-      local f = dq.safetensors.open(result.best_dir .. "/model.safetensors")
-      for i, name in ipairs(student:param_names()) do
-        if f:contains(name) then
-          local v = student:param(i)
-          f:tensor(name, v)
-          v:free()
-        end
-      end
-      f:close()
-      student:params_changed()
-    end
+    if result.best_dir then student:load_weights(result.best_dir .. "/model.safetensors") end
     local test_set, test_path, test_limit = data.make_test()
     if test_set then
       local split = { dataset = test_set, path = test_path, limit = test_limit }
