@@ -25,16 +25,8 @@ if opts.threads then dq.set_num_threads(opts.threads) end
 
 local m = dq.model.new(cfg, { device = opts.device, dtype = opts.dtype })
 local info = m:info()
--- N(0, 0.02^2) weights (transformers' init_std), layer norms around 1.
-local params = m:params()
-local C = require("dqbart.ffi").C
-assert(C.dq_randn(params, 28, 0) == 0)
-dq.scale(params, 0.02, params)
-for _, name in ipairs(m:param_names()) do
-  if name:match("layer_?norm.*weight$") then m:param(name):fill_(1) end
-end
-params:free()
-m:params_changed()
+-- transformers' initialization (N(0, 0.02^2) weights, biases 0, layer norms 1)
+require("dqbart.teacher").init_weights(m, 28, 0.02, 1)
 m:train()
 if not opts.dropout then m:set_dropout({ dropout = 0, attention_dropout = 0, activation_dropout = 0 }) end
 

@@ -8,7 +8,8 @@
 --     --quant W-E-A                                run quantized (e.g. 2-2-8) [off]
 --
 -- The model is spec/fixtures/configs/bart_base/config.json (dq_model_init)
--- with N(0, 0.02^2) weights and layer norms at 1; sources are random ids
+-- initialized as transformers does (N(0, 0.02^2) weights, biases 0, layer
+-- norms 1, as the peer's model is); sources are random ids
 -- without padding. Exactly --new tokens are generated per source:
 -- min_length = max_length = new + 1 bans EOS until the last step, where
 -- forced_eos_token_id forces it. Everything else is the config's
@@ -26,30 +27,14 @@ local dq = require("dqbart")
 local bench = dofile(arg[0]:gsub("[^/]*$", "") .. "bench.lua")
 local engine = require("dqbart.generate_engine")
 
-local argv = arg or {}
-local opts = { batch = 32, src = 512, new = 60, beams = 6, device = "cpu", dtype = "f32", iters = 3, warmup = 1 }
-local i = 1
-while i <= #argv do
-  local k = argv[i]:match("^%-%-(.+)$")
-  if not k then error("unexpected argument " .. argv[i]) end
-  i = i + 1
-  opts[k] = tonumber(argv[i]) or argv[i]
-  i = i + 1
-end
+local opts = bench.options(arg or {}, { batch = 32, src = 512, new = 60, beams = 6, device = "cpu", dtype = "f32",
+  iters = 3, warmup = 1 })
 if opts.device == "cuda" then bench.need_cuda("generate.lua") end
 if opts.threads then dq.set_num_threads(opts.threads) end
 
 local here = arg[0]:gsub("[^/]*$", "")
 local m = dq.model.new(here .. "../fixtures/configs/bart_base", { device = opts.device, dtype = opts.dtype })
-local params = m:params()
-local C = require("dqbart.ffi").C
-assert(C.dq_randn(params, 28, 0) == 0)
-dq.scale(params, 0.02, params)
-for _, name in ipairs(m:param_names()) do
-  if name:match("layer_?norm.*weight$") then m:param(name):fill_(1) end
-end
-params:free()
-m:params_changed()
+require("dqbart.teacher").init_weights(m, 28, 0.02, 1) -- transformers' initialization
 m:eval()
 if opts.quant then m:set_quant(opts.quant) end
 
