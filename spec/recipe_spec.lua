@@ -114,6 +114,25 @@ describe("recipe defaults", function()
   end)
 end)
 
+describe("suggestions for unknown names", function()
+  local suggest = require("dqbart.suggest")
+
+  it("count a swap of neighbours as one edit", function()
+    assert.are.equal(1, suggest.distance("lr", "rl"))
+    assert.are.equal(1, suggest.distance("sise", "size"))
+    assert.are.equal(3, suggest.distance("kitten", "sitting"))
+    assert.are.equal(4, suggest.distance("", "beam"))
+  end)
+
+  it("pick the nearest of a list or a set, ties in sorted order, never by table order", function()
+    assert.are.equal("beams", suggest.nearest("bems", { "seed", "beams", "temperature" }))
+    assert.are.equal("beams", suggest.nearest("bems", { seed = true, beams = true, temperature = true }))
+    assert.are.equal("ab", suggest.nearest("a", { "ac", "ab" })) -- both one edit away
+    assert.are.equal("ab", suggest.nearest("a", { ac = true, ab = true }))
+    assert.is_nil(suggest.nearest("x", {}))
+  end)
+end)
+
 describe("recipe errors", function()
   it("name an unknown key and the nearest valid one", function()
     assert.are.equal("unknown key 'optim.learning_rate' in recipe recipes/x.lua; did you mean 'optim.lr'?",

@@ -13,6 +13,7 @@
 -- A null token id is `false`. save starts from the defaults of
 -- table.model_type, so a partial table works; an unknown key is an error.
 local core = require("dqbart.ffi")
+local suggest = require("dqbart.suggest")
 local ffi, C, check = core.ffi, core.C, core.check
 
 local M = {}
@@ -76,30 +77,6 @@ end
 
 -- ---- table -> struct ------------------------------------------------------------------
 
--- The known key nearest to `k` (edit distance), for "did you mean".
-local function nearest(k, kinds)
-  local best, best_d = nil, math.huge
-  local function distance(a, b)
-    local prev = {}
-    for j = 0, #b do prev[j] = j end
-    for i = 1, #a do
-      local cur = { [0] = i }
-      for j = 1, #b do
-        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a:byte(i) == b:byte(j) and 0 or 1))
-      end
-      prev = cur
-    end
-    return prev[#b]
-  end
-  for _, list in pairs(kinds) do
-    for _, name in ipairs(list) do
-      local d = distance(k, name)
-      if d < best_d then best, best_d = name, d end
-    end
-  end
-  return best
-end
-
 local function fail(where, k, msg)
   error(("config.save: %skey %q %s"):format(where, k, msg), 0)
 end
@@ -114,10 +91,10 @@ local function write_fields(t, s, fields, extra, where)
     if extra[k] then
       extra[k](v)
     elseif not kind then
-      local all = { extra = {} }
-      for name in pairs(extra) do all.extra[#all.extra + 1] = name end
-      for kk, list in pairs(fields) do all[kk] = list end
-      fail(where, tostring(k), ("is unknown (did you mean %q?)"):format(nearest(tostring(k), all)))
+      local known = {}
+      for name in pairs(extra) do known[name] = true end
+      for name in pairs(kind_of) do known[name] = true end
+      fail(where, tostring(k), ("is unknown (did you mean %q?)"):format(suggest.nearest(k, known)))
     elseif kind == "int" then
       if type(v) ~= "number" or v % 1 ~= 0 then fail(where, k, "must be an integer, got " .. tostring(v)) end
       s[k] = v

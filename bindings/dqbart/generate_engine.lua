@@ -17,6 +17,7 @@
 -- one off). `beams` is accepted for num_beams.
 local core = require("dqbart.ffi")
 local tensor = require("dqbart.tensor")
+local suggest = require("dqbart.suggest")
 local ffi, C, check = core.ffi, core.C, core.check
 
 local M = {}
@@ -41,27 +42,6 @@ local function handle_of(model, level)
   if h == nil then error("generate: expected a model (dq.model.load)", level + 1) end
   return h
 end
-
--- The closest known key, for messages.
-local function closest(key)
-  local best, best_d
-  for k in pairs(KNOWN) do
-    local a, b = key, k
-    local prev = {}
-    for j = 0, #b do prev[j] = j end
-    for i = 1, #a do
-      local cur = { [0] = i }
-      for j = 1, #b do
-        local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-      end
-      prev = cur
-    end
-    if not best_d or prev[#b] < best_d or (prev[#b] == best_d and k < best) then best, best_d = k, prev[#b] end
-  end
-  return best
-end
-M.closest = closest
 
 local function to_table(o)
   local t = {
@@ -99,7 +79,7 @@ function M.options(model, opts, level)
   opts = opts or {}
   for k in pairs(opts) do
     if not KNOWN[k] then
-      error(("generate: unknown option %s (did you mean %s?)"):format(tostring(k), closest(tostring(k))), level)
+      error(("generate: unknown option %s (did you mean %s?)"):format(tostring(k), suggest.nearest(k, KNOWN)), level)
     end
   end
   if opts.beams ~= nil then o.num_beams = integer("beams", opts.beams, level) end

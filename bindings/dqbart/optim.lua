@@ -24,6 +24,7 @@
 -- (bias corrections use it). lr given to step() wins over the constructor's.
 local core = require("dqbart.ffi")
 local tensor = require("dqbart.tensor")
+local suggest = require("dqbart.suggest")
 local ffi, C, check = core.ffi, core.C, core.check
 
 local M = {}
@@ -40,30 +41,6 @@ local KNOWN = {
   decay_mask = true, working = true, skip_nonfinite = true, track_norm = true,
 }
 
--- Levenshtein distance, for "did you mean".
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
-local function nearest(name, known)
-  local best, best_d
-  for k in pairs(known) do
-    local d = distance(name, k)
-    if not best_d or d < best_d or (d == best_d and k < best) then best, best_d = k, d end
-  end
-  return best
-end
-
 local function number_opt(opts, key, default, level)
   local v = opts[key]
   if v == nil then return default end
@@ -78,7 +55,7 @@ function M.adamw(opts)
   for k in pairs(opts) do
     if not KNOWN[k] then
       error(("dq.optim.adamw: unknown option '%s' (did you mean '%s'?)"):format(tostring(k),
-        nearest(tostring(k), KNOWN)), 2)
+        suggest.nearest(k, KNOWN)), 2)
     end
   end
   local params, grads = opts.params, opts.grads

@@ -39,6 +39,7 @@ local store_builder = require("dqbart.data.store")
 local cache = require("dqbart.data.cache")
 local loader = require("dqbart.data.loader")
 local engine = require("dqbart.data_engine")
+local suggest = require("dqbart.suggest")
 
 local M = {}
 M.read = read
@@ -56,16 +57,6 @@ local KNOWN = {
   decoder_start_token_id = true, pad_id = true, source_options = true, target_options = true, cache = true,
   cache_dir = true, tokenizer_files = true, log = true, chunk = true,
 }
-
-local function nearest(name, known)
-  local best, best_d
-  for k in pairs(known) do
-    local d = 0
-    for i = 1, math.max(#k, #name) do if k:sub(i, i) ~= name:sub(i, i) then d = d + 1 end end
-    if not best_d or d < best_d then best, best_d = k, d end
-  end
-  return best
-end
 
 local function check_length(name, v)
   if v ~= nil and (type(v) ~= "number" or v < 1 or v % 1 ~= 0) then
@@ -108,7 +99,7 @@ function M.dataset(opts)
   if type(opts) ~= "table" then error("dq.data.dataset: expected a table of options", 2) end
   for k in pairs(opts) do
     if not KNOWN[k] then
-      error(("dq.data.dataset: unknown option '%s' (did you mean '%s'?)"):format(tostring(k), nearest(tostring(k), KNOWN)), 2)
+      error(("dq.data.dataset: unknown option '%s' (did you mean '%s'?)"):format(tostring(k), suggest.nearest(k, KNOWN)), 2)
     end
   end
   if type(opts.path) ~= "string" then error("dq.data.dataset: path (the data file) is required", 2) end

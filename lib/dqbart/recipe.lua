@@ -34,28 +34,9 @@
 -- "$NAME"), missing (a list of { key =, env =, hint = } for values that come
 -- from unset environment variables; a run refuses to start with any),
 -- env_keys[path] ({ env =, hint = } of every key given by dq.recipe.env).
+local suggest = require("dqbart.suggest")
+
 local M = {}
-
--- ---- edit distance and suggestions -------------------------------------------------------
-
--- Damerau-Levenshtein (optimal string alignment): a swap of two neighbours
--- counts once, so "lr" and "rl" are close.
-function M.distance(a, b)
-  local d = {}
-  for i = 0, #a do d[i] = { [0] = i } end
-  for j = 0, #b do d[0][j] = j end
-  for i = 1, #a do
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      local v = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
-      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
-        v = math.min(v, d[i - 2][j - 2] + 1)
-      end
-      d[i][j] = v
-    end
-  end
-  return d[#a][#b]
-end
 
 -- ---- types -----------------------------------------------------------------------------------
 -- A type: { name = "a number", check = function(v) -> ok, detail }, parse =
@@ -251,12 +232,7 @@ function T.record(fields, name)
       for k, x in pairs(v) do
         local f = fields[k]
         if not f then
-          local best, best_d
-          for _, key in ipairs(keys) do
-            local d = M.distance(tostring(k), key)
-            if not best_d or d < best_d then best, best_d = key, d end
-          end
-          return false, ("unknown key '%s'; did you mean '%s'?"):format(tostring(k), best)
+          return false, ("unknown key '%s'; did you mean '%s'?"):format(tostring(k), suggest.nearest(k, keys))
         end
         if not f.check(x) then return false, ("%s is %s, not %s"):format(k, describe_value(x), f.name) end
       end
@@ -736,8 +712,8 @@ function M.suggest(path, prefix)
   end
   if same then return same end
   local function near(p)
-    local d = M.distance(leaf, p.leaf)
-    for _, a in ipairs(p.node.aliases or {}) do d = math.min(d, M.distance(leaf, a)) end
+    local d = suggest.distance(leaf, p.leaf)
+    for _, a in ipairs(p.node.aliases or {}) do d = math.min(d, suggest.distance(leaf, a)) end
     return d
   end
   local best, best_d
