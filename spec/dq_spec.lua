@@ -15,16 +15,10 @@ local dq_step = require("dqbart.dq")
 local checkpoint = require("dqbart.checkpoint")
 local ops = require("dqbart.ops")
 local gradcheck = require("gradcheck")
+local files = require("files")
 
 local WORDS = { "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
   "lima" }
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  checkpoint.mkdir_p(d)
-  return d
-end
 
 -- n examples as TSV (source, target), from a fixed linear congruential stream.
 local function write_task(path, n, seed)
@@ -42,7 +36,7 @@ local function write_task(path, n, seed)
   f:close()
 end
 
-local ROOT = tmpdir()
+local ROOT = files.tempdir()
 write_task(ROOT .. "/train.tsv", 256, 7)
 write_task(ROOT .. "/valid.tsv", 32, 99)
 
@@ -94,7 +88,7 @@ local function job(model, dir, extra)
     model = model, train = d.train, device = "cpu", seed = 5,
     batch = { size = 16, accumulation = 2 }, optim = { lr = 3e-3, variant = "transformers", max_grad_norm = 1 },
     schedule = { kind = "constant", max_steps = 24 }, weights = { task = 1 },
-    log = { every_steps = 4 }, output_dir = tmpdir(), out = QUIET, tty = false, eval = { save = "none" },
+    log = { every_steps = 4 }, output_dir = files.tempdir(), out = QUIET, tty = false, eval = { save = "none" },
   }
   for k, v in pairs(extra or {}) do j[k] = v end
   return j

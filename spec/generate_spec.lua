@@ -391,12 +391,6 @@ local function text_model()
   return dir
 end
 
-local function lines_of(path)
-  local out = {}
-  for line in io.lines(path) do out[#out + 1] = line end
-  return out
-end
-
 describe("dqbart generate", function()
   it("--ids writes dq.generate's sequences in the input order, whatever the batching", function()
     local src = {}
@@ -407,7 +401,7 @@ describe("dqbart generate", function()
       .. "--no-repeat-ngram-size 3 --batch-size 3"):format(FIXTURES, data, out))
     assert.are.equal(0, code, log)
     local want = dq.generate(model("bart"), SOURCES, nil, { num_beams = 4, max_length = 16, no_repeat_ngram_size = 3 })
-    local got = lines_of(out)
+    local got = files.lines(out)
     assert.are.equal(#SOURCES, #got)
     for i = 1, #want do assert.are.equal(joined(want[i]), got[i]) end
     assert.is_truthy(log:find("4 predictions", 1, true), log)
@@ -426,7 +420,7 @@ describe("dqbart generate", function()
     local log, code = launcher.run(("generate --model %s --data %s --out %s --batch-size 2 --quiet"):format(dir, data,
       out))
     assert.are.equal(0, code, log)
-    local got = lines_of(out)
+    local got = files.lines(out)
     assert.are.equal(3, #got)
     -- the same texts from the library (the model's generation_config: 2 beams, max_length 12)
     local m = dq.model.load(dir)
@@ -476,7 +470,7 @@ describe("dqbart eval", function()
     assert.is_true(math.abs(rl - 100 * nonempty / #preds) < 1e-6, json)
     assert.is_truthy(json:find('"mib"', 1, true))
     assert.is_truthy(log:find("R-Lsum", 1, true), log)
-    local written = lines_of(pred)
+    local written = files.lines(pred)
     for i = 1, #preds do assert.are.equal(preds[i], written[i]) end
     -- BLEU and a quantized run
     local log2, code2 = launcher.run(("eval --model %s --data %s --quiet --metric bleu --quant 8-8-8 --json"):format(
@@ -522,7 +516,7 @@ return dq.recipe {
     log, code = launcher.run(("generate --model %s --data %s --out %s --quiet --quant 2-2-8"):format(dir, data,
       explicit))
     assert.are.equal(0, code, log)
-    assert.are.same(lines_of(explicit), lines_of(by_plan))
+    assert.are.same(files.lines(explicit), files.lines(by_plan))
     local log2 = launcher.run(("eval --model %s --data %s --quiet --json"):format(saved, data))
     assert.is_truthy(log2:find('"quant": "2-2-8"', 1, true), log2)
     local log3 = launcher.run(("eval --model %s --data %s --quiet --json --quant 32-32-32"):format(saved, data))

@@ -6,19 +6,7 @@ local dq = require("dqbart")
 local checkpoint = require("dqbart.checkpoint")
 local progress = require("dqbart.progress")
 local trainer_run = require("dqbart.trainer_run")
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  checkpoint.mkdir_p(d)
-  return d
-end
-
-local function lines_of(path)
-  local out = {}
-  for line in io.lines(path) do out[#out + 1] = line end
-  return out
-end
+local files = require("files")
 
 -- A sink that keeps what is written.
 local function sink()
@@ -45,7 +33,7 @@ describe("checkpoint files", function()
   end)
 
   it("publish a directory whole: a failure leaves the old one", function()
-    local root = tmpdir()
+    local root = files.tempdir()
     local dir = root .. "/ckpt"
     checkpoint.publish(dir, function(tmp)
       checkpoint.mkdir_p(tmp)
@@ -70,7 +58,7 @@ describe("checkpoint files", function()
   end)
 
   it("lock a directory against a second run, and take over a lock whose run is gone", function()
-    local dir = tmpdir() .. "/out"
+    local dir = files.tempdir() .. "/out"
     local release = checkpoint.lock(dir, "output_dir")
     -- held by a live process (this one): refused, naming the pid and the lock
     local ok, err = pcall(checkpoint.lock, dir, "output_dir")
@@ -103,7 +91,7 @@ describe("progress", function()
     assert.matches("epoch 1/2 | step 20/100 | loss 2.5 %(task 2 logits 0.5%) | lr 0.00025 | 1234 tok/s | "
       .. "%d%d:%d%d elapsed, ETA", text)
     assert.matches("validation at update 20\n", text, 1, true)
-    assert.are.equal(2, #lines_of(log))
+    assert.are.equal(2, #files.lines(log))
     os.remove(log)
   end)
 
@@ -161,7 +149,7 @@ local function quietly(fn)
 end
 
 describe("a recipe run", function()
-  local out = tmpdir()
+  local out = files.tempdir()
 
   it("trains the teacher, then the student, and reports", function()
     local r, info = recipe(out)
@@ -180,7 +168,7 @@ describe("a recipe run", function()
     assert.are.equal(res.result.update, state.update)
     assert.is_true(checkpoint.exists(out .. "/checkpoint/optimizer.safetensors"))
     local kinds = {}
-    for _, line in ipairs(lines_of(out .. "/metrics.jsonl")) do
+    for _, line in ipairs(files.lines(out .. "/metrics.jsonl")) do
       local rec = checkpoint.json_decode(line)
       kinds[rec.type] = (kinds[rec.type] or 0) + 1
       if rec.type == "train" then

@@ -44,6 +44,13 @@ function M.temp_file(bytes)
   return M.write(os.tmpname(), bytes)
 end
 
+-- The file's lines, without their newlines.
+function M.lines(path)
+  local out = {}
+  for line in io.lines(path) do out[#out + 1] = line end
+  return out
+end
+
 function M.copy(src, dst)
   M.write(dst, M.read(src))
 end
