@@ -119,7 +119,7 @@ local function student_of(t)
   return s
 end
 
-local DISTILL = { task = 1, logits = 1, enc_att = 1, dec_att = 1, crs_att = 1, enc_hid = 1, dec_hid = 1,
+local DISTILL = { task = 1, logits = 1, kl = 1, enc_att = 1, dec_att = 1, crs_att = 1, enc_hid = 1, dec_hid = 1,
   enc_hid_last = 1 }
 local PAIRS = dq_step.layer_pairs({ 0, 1 }, { 1 }, 2)
 
@@ -228,7 +228,7 @@ describe("the DQ loop", function()
     local ctx = {
       student = s, teacher = t, weights = DISTILL, scale = 1, pairs = PAIRS, batches = { batch }, values = values,
       teacher_outputs = { output_hidden_states = true, output_attentions = true }, rng = dq.rng(3),
-      label_smoothing = 0.1, extra_losses = {}, host_values = {},
+      label_smoothing = 0.1, temperature = 2, extra_losses = {}, host_values = {},
       optimizer = { step = function() end }, -- a test double: the gradients are read, nothing is updated
     }
     local function total()

@@ -43,7 +43,10 @@ describe("recipe defaults", function()
     assert.are.equal(2.5, r.quant.clip)
     assert.is_true(r.eval.each_epoch)
     assert.are.equal("rougeLsum", r.eval.metric)
-    for _, term in ipairs(recipe.TERMS) do assert.are.equal(1, r.distill.weights[term], term) end
+    for _, term in ipairs(recipe.TERMS) do
+      assert.are.equal(term == "kl" and 0 or 1, r.distill.weights[term], term) -- kl: beyond the reference
+    end
+    assert.are.equal(2, r.distill.temperature)
     assert.are.equal("runs/x", r.output_dir)
     assert.are.equal("x", r.name)
     assert.are.equal("teacher-dir", r.data.tokenizer)

@@ -194,8 +194,22 @@ describe("a recipe run", function()
     assert.matches("holds a teacher trained for this recipe; reusing it", o.all(), 1, true)
   end)
 
-  it("refuses to resume from a checkpoint made with other settings", function()
+  it("refuses to resume from a checkpoint made with other settings, naming them", function()
     local r, info = recipe(out, { "resume=true", "optim.lr=5e-4" })
+    local ok, err = pcall(quietly, function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)
+    assert.is_false(ok)
+    assert.matches("cannot resume from .*lr: checkpoint 0%.001, now 0%.0005", tostring(err))
+  end)
+
+  it("resumes a checkpoint whose weights list a term at 0 (as those written before the term existed)", function()
+    local path = out .. "/checkpoint/" .. checkpoint.STATE_FILE
+    local state = checkpoint.json_decode(checkpoint.read_file(path))
+    state.settings.weights.kl = 0
+    checkpoint.write_file(path, checkpoint.json_encode(state))
+    local r, info = recipe(out, { "resume=true" })
+    assert.are.equal(0, (quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)))
+    -- the weight that counts differs: refused
+    r, info = recipe(out, { "resume=true", "distill.weights.kl=0.5" })
     assert.has_error(function()
       quietly(function(o) return trainer_run.run(r, info, { out = o, tty = false }) end)
     end)

@@ -26,6 +26,7 @@
 --   teacher_outputs    { output_hidden_states =, output_attentions = } for the
 --                      teacher's inference forward (only what the terms need)
 --   rng                the run's random stream (dropout masks come from it)
+--   temperature        of the kl term
 --   optimizer, lr, max_grad_norm, label_smoothing, extra_losses ({ name, fn })
 local loss = require("dqbart.loss")
 local ops = require("dqbart.ops")
@@ -38,7 +39,7 @@ M.LAYER_TERMS = {
   { "enc_att", "encoder_attentions" }, { "dec_att", "decoder_attentions" }, { "crs_att", "cross_attentions" },
   { "enc_hid", "encoder_hidden_states" }, { "dec_hid", "decoder_hidden_states" },
 }
-M.TERMS = { "task", "logits", "enc_att", "dec_att", "crs_att", "enc_hid", "dec_hid", "enc_hid_last" }
+M.TERMS = { "task", "logits", "kl", "enc_att", "dec_att", "crs_att", "enc_hid", "dec_hid", "enc_hid_last" }
 
 -- The student's dropout masks come from the run's stream: its (seed,
 -- offset) before the forward, and the offset the forward advanced to after.
@@ -84,6 +85,10 @@ function M.step(ctx)
     if t and w.logits > 0 then
       loss.mse(logits, t:output("logits"), { grad = dlogits, accumulate = true, weight = w.logits * scale,
         value = v.logits, add_value = true })
+    end
+    if t and w.kl > 0 then -- beyond the reference: T^2 KL(teacher || student) at temperature T, label rows only
+      loss.kl(logits, t:output("logits"), { grad = dlogits, accumulate = true, weight = w.kl * scale,
+        value = v.kl, add_value = true, labels = b.labels, temperature = ctx.temperature })
     end
     for _, term in ipairs(t and M.LAYER_TERMS or {}) do
       local name, kind = term[1], term[2]

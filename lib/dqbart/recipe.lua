@@ -371,8 +371,9 @@ local TASK_NAMES = { "summarization", "xsum", "cnndm", "eli5", "translation", "w
 local function task_of(r) return M.TASKS[r.task] end
 local function gen_default(key) return function(r) return task_of(r).gen[key] end end
 
--- The distillation terms of DQBART.md section 4 and their weight group.
-M.TERMS = { "task", "logits", "enc_att", "dec_att", "crs_att", "enc_hid", "dec_hid", "enc_hid_last" }
+-- The loss terms (lib/dqbart/dq.lua): those of DQBART.md section 4 and kl,
+-- beyond the reference (off in both presets).
+M.TERMS = require("dqbart.dq").TERMS
 M.PRESETS = {
   default = { task = 1, logits = 1, hid = 1 },
   weighted = { task = 1, logits = 0.8, hid = 3 },
@@ -382,6 +383,7 @@ local function weight_default(term)
   return function(r)
     local p = M.PRESETS[r.distill.preset]
     if term == "task" or term == "logits" then return p[term] end
+    if term == "kl" then return 0 end
     return p.hid
   end
 end
@@ -539,6 +541,9 @@ local SCHEMA = section("", "a DQ-BART run", {
         { default_doc = "per preset" }),
       field("logits", T.number({ min = 0 }), weight_default("logits"), "MSE of the logits",
         { default_doc = "per preset", aliases = { "pred", "pred_distill" } }),
+      field("kl", T.number({ min = 0 }), weight_default("kl"),
+        "beyond the reference: T^2 KL(teacher || student) of the output distributions at distill.temperature "
+        .. "(mean over label tokens)", { default_doc = "0 in both presets" }),
       field("enc_att", T.number({ min = 0 }), weight_default("enc_att"), "MSE of encoder attention maps",
         { default_doc = "per preset" }),
       field("dec_att", T.number({ min = 0 }), weight_default("dec_att"), "MSE of decoder self-attention maps",
@@ -553,6 +558,7 @@ local SCHEMA = section("", "a DQ-BART run", {
         "the reference's per-sample MSE of the last encoder hidden state, summed over the batch",
         { default_doc = "per preset" }),
     }),
+    field("temperature", T.number({ above = 0 }), 2, "softmax temperature of the kl term"),
     field("encoder_map", T.list(T.integer({ min = 0 }), { plural = "layer indices" }), nil,
       "teacher encoder layer paired with each student layer by the intermediate losses",
       { default_doc = "the student's encoder layers" }),

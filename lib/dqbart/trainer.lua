@@ -13,7 +13,7 @@
 --   batch                 { size, accumulation, max_tokens, shuffle, bucket, pad_multiple }
 --   optim                 { variant, lr, betas, eps, weight_decay, no_decay, max_grad_norm, skip_nonfinite }
 --   schedule              { kind, epochs, max_steps, warmup_ratio, warmup_steps, warmup_rounding, num_cycles }
---   weights               loss weights by term (dq.TERMS); label_smoothing
+--   weights               loss weights by term (dq.TERMS); label_smoothing; temperature (of kl)
 --   pairs                 intermediate output pairs (dq.layer_pairs)
 --   extra_losses          { name = function(ctx) }   step: function(ctx) (default dq.step)
 --   evaluate              function(model) -> scores ({ metric = name, [name] = value, ... })
@@ -106,10 +106,17 @@ function M.make_optimizer(model, o)
 end
 
 -- What must match for a checkpoint to continue this job exactly.
+-- The weights that count: a term at weight 0 is the same as no term (so a
+-- checkpoint from before a term existed resumes).
+local function active_weights(weights)
+  local w = {}
+  for k, v in pairs(weights or {}) do if v ~= 0 then w[k] = v end end
+  return w
+end
+
 local function settings(job, total, per_epoch)
   local info = job.model:info()
-  local w = {}
-  for k, v in pairs(job.weights) do w[k] = v end
+  local w = active_weights(job.weights)
   return {
     model = ("%s d%d %d+%d v%d"):format(info.model_type, info.d_model, info.encoder_layers, info.decoder_layers,
       info.vocab_size),
@@ -117,6 +124,7 @@ local function settings(job, total, per_epoch)
     batch = ("%s x %d, max_tokens %s"):format(tostring(job.batch.size), job.batch.accumulation,
       tostring(job.batch.max_tokens)),
     lr = job.optim.lr, schedule = job.schedule.kind, weights = w, teacher = job.teacher ~= nil,
+    temperature = w.kl and (job.temperature or 1) or nil, -- only when the kl term is on
   }
 end
 
@@ -148,8 +156,8 @@ function M.train(job)
   job.optim = defaults(job.optim, { variant = "torch", lr = 1e-3, weight_decay = 0, max_grad_norm = 0,
     skip_nonfinite = false })
   job.schedule = defaults(job.schedule, { kind = "linear", epochs = 1, warmup_ratio = 0, warmup_rounding = "floor" })
-  job.weights = defaults(job.weights, { task = 1, logits = 0, enc_att = 0, dec_att = 0, crs_att = 0, enc_hid = 0,
-    dec_hid = 0, enc_hid_last = 0 })
+  job.weights = defaults(job.weights, { task = 1, logits = 0, kl = 0, enc_att = 0, dec_att = 0, crs_att = 0,
+    enc_hid = 0, dec_hid = 0, enc_hid_last = 0 })
   local eval_opts = defaults(job.eval, { each_epoch = true, save = "best" })
   local log_every = (job.log and job.log.every_steps) or 20
   local device = job.device or "cpu"
@@ -189,7 +197,8 @@ function M.train(job)
     student = model, teacher = job.teacher, weights = w, scale = 1 / accum, pairs = job.pairs,
     teacher_outputs = { output_hidden_states = need_hidden, output_attentions = need_att },
     rng = rng(seed), optimizer = opt, max_grad_norm = job.optim.max_grad_norm,
-    label_smoothing = job.label_smoothing or 0, extra_losses = extra, host_values = {},
+    label_smoothing = job.label_smoothing or 0, temperature = job.temperature or 1, extra_losses = extra,
+    host_values = {},
     job = job, total_updates = total,
   }
   local step_fn = job.step or dq_step.step
@@ -201,7 +210,9 @@ function M.train(job)
     local dir = type(job.resume) == "string" and job.resume or (out_dir .. "/" .. M.CHECKPOINT)
     local state, path = checkpoint.load(dir)
     if state then
-      local diff = describe_difference(want, state.settings or {})
+      local had = state.settings or {}
+      had.weights = active_weights(had.weights)
+      local diff = describe_difference(want, had)
       if diff ~= "" then
         error(("cannot resume from %s: it was made with other settings (%s)"):format(path, diff), 0)
       end

@@ -205,7 +205,7 @@ function M.run_locked(r, info, opts)
     optim = { variant = r.optim.variant, lr = r.optim.lr, betas = r.optim.betas, eps = r.optim.eps,
       weight_decay = r.optim.weight_decay, no_decay = r.optim.no_decay, max_grad_norm = r.optim.max_grad_norm,
       skip_nonfinite = r.optim.skip_nonfinite },
-    schedule = r.schedule, weights = w, label_smoothing = 0,
+    schedule = r.schedule, weights = w, label_smoothing = 0, temperature = r.distill.temperature,
     pairs = dq_step.layer_pairs(maps.encoder_map, maps.decoder_map, tinfo.encoder_layers),
     extra_losses = r.distill.extra_losses, step = r.step,
     evaluate = valid_split and function(m) return trainer_eval.score(m, valid_split, eval_opts) end or nil,
