@@ -71,8 +71,14 @@ describe("recipe defaults", function()
   it("follow the distill preset, and explicit values win over it", function()
     local r = resolve(with({ distill = { preset = "weighted", weights = { dec_hid = 0 } } }))
     local w = r.distill.weights
-    assert.are.same({ 1, 0.8, 3, 3, 3, 3, 0, 3 }, { w.task, w.logits, w.enc_att, w.dec_att, w.crs_att, w.enc_hid,
-      w.dec_hid, w.enc_hid_last })
+    assert.are.same({ 1, 0.8, 0, 3, 3, 3, 3, 0, 3 }, { w.task, w.logits, w.kl, w.enc_att, w.dec_att, w.crs_att,
+      w.enc_hid, w.dec_hid, w.enc_hid_last })
+    -- 'kl': the task loss and the KL term only, at the temperature given
+    r = resolve(with({ distill = { preset = "kl", temperature = 3 } }))
+    w = r.distill.weights
+    assert.are.same({ 1, 0, 1, 0, 0, 0, 0, 0, 0 }, { w.task, w.logits, w.kl, w.enc_att, w.dec_att, w.crs_att,
+      w.enc_hid, w.dec_hid, w.enc_hid_last })
+    assert.are.equal(3, r.distill.temperature)
   end)
 
   it("keep explicit values and record where each value came from", function()

@@ -375,15 +375,15 @@ local function gen_default(key) return function(r) return task_of(r).gen[key] en
 -- beyond the reference (off in both presets).
 M.TERMS = require("dqbart.dq").TERMS
 M.PRESETS = {
-  default = { task = 1, logits = 1, hid = 1 },
-  weighted = { task = 1, logits = 0.8, hid = 3 },
+  default = { task = 1, logits = 1, hid = 1, kl = 0 },
+  weighted = { task = 1, logits = 0.8, hid = 3, kl = 0 },
+  kl = { task = 1, logits = 0, hid = 0, kl = 1 }, -- beyond the reference
 }
 
 local function weight_default(term)
   return function(r)
     local p = M.PRESETS[r.distill.preset]
-    if term == "task" or term == "logits" then return p[term] end
-    if term == "kl" then return 0 end
+    if term == "task" or term == "logits" or term == "kl" then return p[term] end
     return p.hid
   end
 end
@@ -534,8 +534,9 @@ local SCHEMA = section("", "a DQ-BART run", {
     field("enabled", T.boolean, true,
       "distill from the teacher (false: the task loss only and no teacher forward, the quantization-only "
       .. "baseline; the student still starts from teacher weights)"),
-    field("preset", T.enum({ "default", "weighted" }), "default",
-      "loss weights: 'default' 1/1/1, 'weighted' the reference's --weighted 1/0.8/3 (task/logits/intermediate)"),
+    field("preset", T.enum({ "default", "weighted", "kl" }), "default",
+      "loss weights: 'default' 1/1/1, 'weighted' the reference's --weighted 1/0.8/3 (task/logits/intermediate); "
+      .. "'kl' (beyond the reference) the task loss and the kl term, 1/1, nothing else"),
     section("weights", "weight of each term (0 turns it off); total = sum of weight * term", {
       field("task", T.number({ min = 0 }), weight_default("task"), "token cross-entropy on the labels",
         { default_doc = "per preset" }),
@@ -543,7 +544,7 @@ local SCHEMA = section("", "a DQ-BART run", {
         { default_doc = "per preset", aliases = { "pred", "pred_distill" } }),
       field("kl", T.number({ min = 0 }), weight_default("kl"),
         "beyond the reference: T^2 KL(teacher || student) of the output distributions at distill.temperature "
-        .. "(mean over label tokens)", { default_doc = "0 in both presets" }),
+        .. "(mean over label tokens)", { default_doc = "per preset: 1 in 'kl', else 0" }),
       field("enc_att", T.number({ min = 0 }), weight_default("enc_att"), "MSE of encoder attention maps",
         { default_doc = "per preset" }),
       field("dec_att", T.number({ min = 0 }), weight_default("dec_att"), "MSE of decoder self-attention maps",
