@@ -105,7 +105,6 @@ function M.make_optimizer(model, o)
   })
 end
 
--- What must match for a checkpoint to continue this job exactly.
 -- The weights that count: a term at weight 0 is the same as no term (so a
 -- checkpoint from before a term existed resumes).
 local function active_weights(weights)
@@ -114,6 +113,7 @@ local function active_weights(weights)
   return w
 end
 
+-- What must match for a checkpoint to continue this job exactly.
 local function settings(job, total, per_epoch)
   local info = job.model:info()
   local w = active_weights(job.weights)
