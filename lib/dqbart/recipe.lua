@@ -372,7 +372,7 @@ local function task_of(r) return M.TASKS[r.task] end
 local function gen_default(key) return function(r) return task_of(r).gen[key] end end
 
 -- The loss terms (lib/dqbart/dq.lua): those of DQBART.md section 4 and kl,
--- beyond the reference (off in both presets).
+-- beyond the reference (off in the reference's two presets).
 M.TERMS = require("dqbart.dq").TERMS
 M.PRESETS = {
   default = { task = 1, logits = 1, hid = 1, kl = 0 },
