@@ -13,7 +13,7 @@
 --   batch                 { size, accumulation, max_tokens, shuffle, bucket, pad_multiple }
 --   optim                 { variant, lr, betas, eps, weight_decay, no_decay, max_grad_norm, skip_nonfinite }
 --   schedule              { kind, epochs, max_steps, warmup_ratio, warmup_steps, warmup_rounding, num_cycles }
---   weights               loss weights by term (dq.TERMS); label_smoothing; temperature (of kl)
+--   weights               loss weights by term (dq.TERMS); label_smoothing; temperature (of kl, 1)
 --   pairs                 intermediate output pairs (dq.layer_pairs)
 --   extra_losses          { name = function(ctx) }   step: function(ctx) (default dq.step)
 --   evaluate              function(model) -> scores ({ metric = name, [name] = value, ... })
@@ -124,7 +124,7 @@ local function settings(job, total, per_epoch)
     batch = ("%s x %d, max_tokens %s"):format(tostring(job.batch.size), job.batch.accumulation,
       tostring(job.batch.max_tokens)),
     lr = job.optim.lr, schedule = job.schedule.kind, weights = w, teacher = job.teacher ~= nil,
-    temperature = w.kl and (job.temperature or 1) or nil, -- only when the kl term is on
+    temperature = w.kl and job.temperature or nil, -- only when the kl term is on
   }
 end
 
@@ -158,6 +158,7 @@ function M.train(job)
   job.schedule = defaults(job.schedule, { kind = "linear", epochs = 1, warmup_ratio = 0, warmup_rounding = "floor" })
   job.weights = defaults(job.weights, { task = 1, logits = 0, kl = 0, enc_att = 0, dec_att = 0, crs_att = 0,
     enc_hid = 0, dec_hid = 0, enc_hid_last = 0 })
+  job.temperature = job.temperature or 1
   local eval_opts = defaults(job.eval, { each_epoch = true, save = "best" })
   local log_every = (job.log and job.log.every_steps) or 20
   local device = job.device or "cpu"
@@ -197,7 +198,7 @@ function M.train(job)
     student = model, teacher = job.teacher, weights = w, scale = 1 / accum, pairs = job.pairs,
     teacher_outputs = { output_hidden_states = need_hidden, output_attentions = need_att },
     rng = rng(seed), optimizer = opt, max_grad_norm = job.optim.max_grad_norm,
-    label_smoothing = job.label_smoothing or 0, temperature = job.temperature or 1, extra_losses = extra,
+    label_smoothing = job.label_smoothing or 0, temperature = job.temperature, extra_losses = extra,
     host_values = {},
     job = job, total_updates = total,
   }
